@@ -1,0 +1,312 @@
+"""Segmentation losses: cross-entropy written from the formula, Dice, and their sum.
+
+Each loss is a pure function returning one value per image, shape ``(B,)``, built from
+``keras.ops`` so it accepts NumPy arrays and backend tensors alike, plus a
+``keras.losses.Loss`` class (mean over the batch) with ``get_config`` for training and
+saving.
+
+Shapes (channels-last):
+
+* ``y_pred``: ``(B, H, W, C)`` probabilities in [0, 1]: C = 1 sigmoid foreground
+  probability, C >= 3 softmax class probabilities.
+* ``y_true``: the same shape (binary mask or one-hot), or integer labels ``(B, H, W)`` /
+  ``(B, H, W, 1)`` when C >= 3.
+
+The binary cross-entropy of one image of N pixels with targets y_i and predicted
+probabilities p_i is
+
+    BCE = -(1/N) * sum_i [ y_i * log(p_i) + (1 - y_i) * log(1 - p_i) ]
+
+The sum covers *both* terms. (The course's source article closes the bracket after the
+first term, which would sum only the foreground term and add a single background term.)
+Probabilities are clipped to [eps, 1 - eps] so log(0) never occurs.
+"""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+from keras import ops
+
+from medseg_course.utils import check_array, check_positive
+
+__all__ = [
+    "binary_cross_entropy",
+    "weighted_binary_cross_entropy",
+    "categorical_cross_entropy",
+    "soft_dice_loss",
+    "dice_ce_loss",
+    "BinaryCrossEntropy",
+    "WeightedBinaryCrossEntropy",
+    "SoftDiceLoss",
+    "DiceCELoss",
+    "get_loss",
+]
+
+EPSILON = 1e-7
+
+
+def _static_shape(x):
+    return tuple(x.shape)
+
+
+def _prepare(y_true, y_pred):
+    """Validate shapes; return float32 (y_true one-hot or binary, y_pred), same shape."""
+    for name, value in (("y_true", y_true), ("y_pred", y_pred)):
+        if isinstance(value, (np.ndarray, list, tuple)):
+            check_array(value, name, dtype_kind="biuf")
+    y_pred = ops.convert_to_tensor(y_pred, dtype="float32")
+    y_true = ops.convert_to_tensor(y_true)
+    pred_shape, true_shape = _static_shape(y_pred), _static_shape(y_true)
+    if len(pred_shape) != 4:
+        raise ValueError(
+            f"y_pred must have shape (B, H, W, C). Received: y_pred.shape={pred_shape}"
+        )
+    num_classes = pred_shape[-1]
+    is_labels = len(true_shape) == 3 or (
+        len(true_shape) == 4 and true_shape[-1] == 1 and num_classes not in (None, 1)
+    )
+    if is_labels:
+        if num_classes == 1:
+            y_true = ops.expand_dims(y_true, -1)
+        else:
+            if len(true_shape) == 4:
+                y_true = ops.squeeze(y_true, -1)
+            y_true = ops.one_hot(ops.cast(y_true, "int32"), num_classes)
+    y_true = ops.cast(y_true, "float32")
+    true_shape = _static_shape(y_true)
+    compatible = len(true_shape) == 4 and all(
+        a is None or b is None or a == b for a, b in zip(true_shape, pred_shape)
+    )
+    if not compatible:
+        raise ValueError(
+            "y_true must match y_pred (B, H, W, C), or be integer labels (B, H, W) when "
+            f"C >= 3. Received: y_true.shape={_static_shape(ops.convert_to_tensor(y_true))}, "
+            f"y_pred.shape={pred_shape}"
+        )
+    return y_true, y_pred
+
+
+def _per_image_mean(x):
+    return ops.mean(x, axis=(1, 2, 3))
+
+
+def binary_cross_entropy(y_true, y_pred, eps=EPSILON):
+    """Binary cross-entropy per image, from the formula (both terms inside the sum).
+
+    Parameters
+    ----------
+    y_true : array, shape (B, H, W, 1), values in {0, 1} (soft labels in [0, 1] allowed)
+    y_pred : array, shape (B, H, W, 1), float32 probabilities in [0, 1]
+    eps : float
+        Probabilities are clipped to [eps, 1 - eps].
+
+    Returns
+    -------
+    tensor, shape (B,), float32
+        Mean over pixels of ``-[y log p + (1 - y) log(1 - p)]``. Equals
+        ``keras.losses.binary_crossentropy`` averaged over pixels.
+
+    Raises
+    ------
+    ValueError
+        For mismatched shapes, rank other than 4, or NaN in NumPy input.
+
+    Examples
+    --------
+    >>> float(binary_cross_entropy(np.ones((1, 1, 1, 1)), np.full((1, 1, 1, 1), 0.5))[0])
+    0.6931...
+    """
+    y_true, y_pred = _prepare(y_true, y_pred)
+    p = ops.clip(y_pred, eps, 1 - eps)
+    return -_per_image_mean(y_true * ops.log(p) + (1 - y_true) * ops.log(1 - p))
+
+
+def weighted_binary_cross_entropy(y_true, y_pred, pos_weight=1.0, eps=EPSILON):
+    """Binary cross-entropy with the foreground term weighted by ``pos_weight``.
+
+    ``-(1/N) sum_i [w y_i log p_i + (1 - y_i) log(1 - p_i)]``. With a small target (1 % of
+    the pixels), ``pos_weight`` near the background/foreground ratio stops the network
+    from predicting all background.
+
+    Parameters
+    ----------
+    y_true, y_pred : see ``binary_cross_entropy``
+    pos_weight : float
+        Weight w > 0 of foreground pixels; 1 gives plain BCE.
+
+    Returns
+    -------
+    tensor, shape (B,), float32
+    """
+    check_positive(pos_weight, "pos_weight")
+    y_true, y_pred = _prepare(y_true, y_pred)
+    p = ops.clip(y_pred, eps, 1 - eps)
+    return -_per_image_mean(pos_weight * y_true * ops.log(p) + (1 - y_true) * ops.log(1 - p))
+
+
+def categorical_cross_entropy(y_true, y_pred, eps=EPSILON):
+    """Categorical cross-entropy per image: ``-(1/N) sum_i sum_c y_ic log p_ic``.
+
+    Parameters
+    ----------
+    y_true : array, one-hot (B, H, W, C) or integer labels (B, H, W)
+    y_pred : array, shape (B, H, W, C), softmax probabilities
+
+    Returns
+    -------
+    tensor, shape (B,), float32
+    """
+    y_true, y_pred = _prepare(y_true, y_pred)
+    p = ops.clip(y_pred, eps, 1.0)
+    return -ops.mean(ops.sum(y_true * ops.log(p), axis=-1), axis=(1, 2))
+
+
+def soft_dice_loss(y_true, y_pred, smooth=1.0, include_background=False):
+    """Soft Dice loss per image: ``1 - (2 sum(y p) + s) / (sum(y) + sum(p) + s)``.
+
+    Computed per image and per class from probabilities (no threshold, so it has a
+    gradient), then averaged over classes.
+
+    Empty-mask rule: with an empty ground truth and an empty prediction the ratio is
+    s / s = 1 and the loss is 0; the smoothing constant ``s`` keeps it defined and softens
+    the penalty for a few false-positive pixels on empty images.
+
+    Parameters
+    ----------
+    y_true, y_pred : see module docstring
+    smooth : float
+        Smoothing constant s > 0 in numerator and denominator.
+    include_background : bool
+        Multi-class only: whether channel 0 (background) counts. The binary case has a
+        single foreground channel and ignores this.
+
+    Returns
+    -------
+    tensor, shape (B,), float32 in [0, 1]
+    """
+    check_positive(smooth, "smooth")
+    y_true, y_pred = _prepare(y_true, y_pred)
+    if y_pred.shape[-1] not in (None, 1) and not include_background:
+        y_true, y_pred = y_true[..., 1:], y_pred[..., 1:]
+    intersection = ops.sum(y_true * y_pred, axis=(1, 2))
+    denominator = ops.sum(y_true, axis=(1, 2)) + ops.sum(y_pred, axis=(1, 2))
+    dice = (2 * intersection + smooth) / (denominator + smooth)
+    return 1 - ops.mean(dice, axis=-1)
+
+
+def dice_ce_loss(y_true, y_pred, dice_weight=1.0, ce_weight=1.0, smooth=1.0):
+    """Soft Dice plus cross-entropy (binary for C = 1, categorical otherwise).
+
+    Cross-entropy gives smooth, well-scaled gradients at every pixel; Dice measures overlap
+    and is insensitive to how much background there is. Their sum is the default of
+    nnU-Net and a robust first choice.
+
+    Parameters
+    ----------
+    y_true, y_pred : see module docstring
+    dice_weight, ce_weight : float
+        Non-negative weights of the two terms.
+    smooth : float
+        Dice smoothing constant.
+
+    Returns
+    -------
+    tensor, shape (B,), float32
+    """
+    check_positive(dice_weight, "dice_weight", allow_zero=True)
+    check_positive(ce_weight, "ce_weight", allow_zero=True)
+    binary = _static_shape(ops.convert_to_tensor(y_pred))[-1] == 1
+    ce = binary_cross_entropy if binary else categorical_cross_entropy
+    return dice_weight * soft_dice_loss(y_true, y_pred, smooth) + ce_weight * ce(y_true, y_pred)
+
+
+# ---------------------------------------------------------------------- Keras classes
+
+
+@keras.saving.register_keras_serializable(package="medseg_course")
+class BinaryCrossEntropy(keras.losses.Loss):
+    """Keras loss wrapping ``binary_cross_entropy`` (mean over the batch)."""
+
+    def __init__(self, eps=EPSILON, name="bce", **kwargs):
+        super().__init__(name=name, **kwargs)
+        self.eps = eps
+
+    def call(self, y_true, y_pred):
+        return binary_cross_entropy(y_true, y_pred, self.eps)
+
+    def get_config(self):
+        return {**super().get_config(), "eps": self.eps}
+
+
+@keras.saving.register_keras_serializable(package="medseg_course")
+class WeightedBinaryCrossEntropy(keras.losses.Loss):
+    """Keras loss wrapping ``weighted_binary_cross_entropy``."""
+
+    def __init__(self, pos_weight=1.0, eps=EPSILON, name="weighted_bce", **kwargs):
+        super().__init__(name=name, **kwargs)
+        check_positive(pos_weight, "pos_weight")
+        self.pos_weight, self.eps = pos_weight, eps
+
+    def call(self, y_true, y_pred):
+        return weighted_binary_cross_entropy(y_true, y_pred, self.pos_weight, self.eps)
+
+    def get_config(self):
+        return {**super().get_config(), "pos_weight": self.pos_weight, "eps": self.eps}
+
+
+@keras.saving.register_keras_serializable(package="medseg_course")
+class SoftDiceLoss(keras.losses.Loss):
+    """Keras loss wrapping ``soft_dice_loss``."""
+
+    def __init__(self, smooth=1.0, include_background=False, name="soft_dice", **kwargs):
+        super().__init__(name=name, **kwargs)
+        check_positive(smooth, "smooth")
+        self.smooth, self.include_background = smooth, include_background
+
+    def call(self, y_true, y_pred):
+        return soft_dice_loss(y_true, y_pred, self.smooth, self.include_background)
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "smooth": self.smooth,
+            "include_background": self.include_background,
+        }
+
+
+@keras.saving.register_keras_serializable(package="medseg_course")
+class DiceCELoss(keras.losses.Loss):
+    """Keras loss wrapping ``dice_ce_loss``."""
+
+    def __init__(self, dice_weight=1.0, ce_weight=1.0, smooth=1.0, name="dice_ce", **kwargs):
+        super().__init__(name=name, **kwargs)
+        check_positive(dice_weight, "dice_weight", allow_zero=True)
+        check_positive(ce_weight, "ce_weight", allow_zero=True)
+        self.dice_weight, self.ce_weight, self.smooth = dice_weight, ce_weight, smooth
+
+    def call(self, y_true, y_pred):
+        return dice_ce_loss(y_true, y_pred, self.dice_weight, self.ce_weight, self.smooth)
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "dice_weight": self.dice_weight,
+            "ce_weight": self.ce_weight,
+            "smooth": self.smooth,
+        }
+
+
+_LOSSES = {
+    "bce": BinaryCrossEntropy,
+    "weighted_bce": WeightedBinaryCrossEntropy,
+    "dice": SoftDiceLoss,
+    "dice_ce": DiceCELoss,
+}
+
+
+def get_loss(name, **params):
+    """Return a loss instance by name: ``"bce"``, ``"weighted_bce"``, ``"dice"``, ``"dice_ce"``."""
+    if name not in _LOSSES:
+        raise ValueError(f"Unknown loss {name!r}. Choose one of {sorted(_LOSSES)}.")
+    return _LOSSES[name](**params)

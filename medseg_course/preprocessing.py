@@ -1,0 +1,457 @@
+"""Preprocessing: denoise, enhance, normalise, resize.
+
+Pure array functions with explicit parameters. Each takes one image, ``(H, W)`` or
+``(H, W, C)`` (channels processed independently), and returns float32 of the same shape
+unless it says otherwise. ``apply_to_batch`` maps any of them over ``(N, H, W, C)``.
+
+Intensity conventions: filters work on any float scale; the 8-bit based methods
+(bilateral, CLAHE, histogram equalisation) rescale internally and return values in [0, 1].
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy import ndimage
+
+from medseg_course.utils import check_array, check_positive, check_probability
+
+__all__ = [
+    "denoise_gaussian",
+    "denoise_median",
+    "denoise_bilateral",
+    "denoise_nlm",
+    "estimate_noise_sigma",
+    "equalize_histogram",
+    "clahe",
+    "normalize_minmax",
+    "normalize_zscore",
+    "window_intensity",
+    "clip_percentiles",
+    "resize_image",
+    "resize_mask",
+    "article_preprocess",
+    "apply_to_batch",
+]
+
+
+def _image(image, name="image"):
+    return check_array(image, name, ndim=(2, 3), dtype_kind="biuf").astype(np.float32)
+
+
+def _per_channel(fn, image):
+    """Apply a 2D function to each channel of an (H, W) or (H, W, C) float32 image."""
+    if image.ndim == 2:
+        return fn(image).astype(np.float32)
+    return np.stack([fn(image[..., c]) for c in range(image.shape[-1])], axis=-1).astype(
+        np.float32
+    )
+
+
+def _to_unit(plane):
+    """Min-max scale a 2D plane to [0, 1] (constant planes become 0)."""
+    low, high = float(plane.min()), float(plane.max())
+    return (plane - low) / (high - low) if high > low else np.zeros_like(plane)
+
+
+# --------------------------------------------------------------------------- denoise
+
+
+def denoise_gaussian(image, sigma=1.0):
+    """Gaussian smoothing.
+
+    Parameters
+    ----------
+    image : array, shape (H, W) or (H, W, C)
+    sigma : float
+        Standard deviation of the kernel in pixels (> 0).
+
+    Returns
+    -------
+    ndarray, float32, same shape
+    """
+    image = _image(image)
+    check_positive(sigma, "sigma")
+    return _per_channel(lambda p: ndimage.gaussian_filter(p, sigma), image)
+
+
+def denoise_median(image, size=3):
+    """Median filter: removes salt-and-pepper noise, keeps edges better than Gaussian.
+
+    Parameters
+    ----------
+    image : array, shape (H, W) or (H, W, C)
+    size : int
+        Side of the square window in pixels (odd, >= 3).
+
+    Returns
+    -------
+    ndarray, float32, same shape
+    """
+    image = _image(image)
+    check_positive(size, "size", integer=True)
+    if size < 3 or size % 2 == 0:
+        raise ValueError(f"size must be an odd int >= 3. Received: size={size}")
+    return _per_channel(lambda p: ndimage.median_filter(p, size=size), image)
+
+
+def denoise_bilateral(image, sigma_color=0.1, sigma_spatial=3.0):
+    """Bilateral filter (OpenCV): smooths within regions, not across strong edges.
+
+    Parameters
+    ----------
+    image : array, shape (H, W) or (H, W, C)
+        Rescaled to [0, 1] per channel first.
+    sigma_color : float
+        Intensity difference (on the [0, 1] scale) over which pixels stop being averaged.
+    sigma_spatial : float
+        Spatial standard deviation in pixels.
+
+    Returns
+    -------
+    ndarray, float32 in [0, 1], same shape
+    """
+    import cv2  # noqa: PLC0415
+
+    image = _image(image)
+    check_positive(sigma_color, "sigma_color")
+    check_positive(sigma_spatial, "sigma_spatial")
+    diameter = int(2 * round(2 * sigma_spatial) + 1)
+    return _per_channel(
+        lambda p: cv2.bilateralFilter(_to_unit(p).astype(np.float32), diameter, sigma_color, sigma_spatial),
+        image,
+    )
+
+
+def estimate_noise_sigma(image):
+    """Standard deviation of additive Gaussian noise, by Immerkaer's method (1996).
+
+    Convolves with a kernel that cancels smooth image content (the difference of two
+    Laplacians) and averages the absolute response:
+    ``sigma = sqrt(pi / 2) / (6 (H - 2) (W - 2)) * sum |I * N|``.
+
+    Parameters
+    ----------
+    image : array, shape (H, W), H, W >= 3
+
+    Returns
+    -------
+    float
+        Estimated noise standard deviation, in the image's units.
+    """
+    image = check_array(image, "image", ndim=2, dtype_kind="biuf").astype(np.float64)
+    if min(image.shape) < 3:
+        raise ValueError(f"image must be at least 3x3. Received: image.shape={image.shape}")
+    kernel = np.array([[1, -2, 1], [-2, 4, -2], [1, -2, 1]], dtype=np.float64)
+    response = ndimage.convolve(image, kernel)[1:-1, 1:-1]
+    height, width = image.shape
+    return float(np.sqrt(np.pi / 2) * np.abs(response).sum() / (6 * (height - 2) * (width - 2)))
+
+
+def denoise_nlm(image, h=None, patch_size=5, patch_distance=6):
+    """Non-local means (scikit-image): averages pixels whose neighbourhoods look alike.
+
+    Parameters
+    ----------
+    image : array, shape (H, W) or (H, W, C)
+    h : float, optional
+        Filter strength; by default 0.8 x the noise standard deviation estimated from the
+        image (``estimate_noise_sigma``).
+    patch_size : int
+        Side of the compared patches in pixels.
+    patch_distance : int
+        Search radius in pixels.
+
+    Returns
+    -------
+    ndarray, float32, same shape
+    """
+    from skimage.restoration import denoise_nl_means  # noqa: PLC0415
+
+    image = _image(image)
+    check_positive(patch_size, "patch_size", integer=True)
+    check_positive(patch_distance, "patch_distance", integer=True)
+    if h is not None:
+        check_positive(h, "h")
+
+    def one(plane):
+        sigma = estimate_noise_sigma(plane)
+        strength = 0.8 * sigma if h is None else h
+        if strength == 0:
+            return plane
+        return denoise_nl_means(
+            plane, h=strength, sigma=sigma, patch_size=patch_size,
+            patch_distance=patch_distance, fast_mode=True,
+        )
+
+    return _per_channel(one, image)
+
+
+# --------------------------------------------------------------------------- enhance
+
+
+def equalize_histogram(image, num_bins=256):
+    """Global histogram equalisation (scikit-image); output in [0, 1].
+
+    Parameters
+    ----------
+    image : array, shape (H, W) or (H, W, C)
+    num_bins : int
+        Histogram bins.
+
+    Returns
+    -------
+    ndarray, float32 in [0, 1], same shape
+    """
+    from skimage import exposure  # noqa: PLC0415
+
+    image = _image(image)
+    check_positive(num_bins, "num_bins", integer=True)
+    return _per_channel(lambda p: exposure.equalize_hist(p, nbins=num_bins), image)
+
+
+def clahe(image, clip_limit=0.01, tile_size=8):
+    """Contrast-limited adaptive histogram equalisation (scikit-image); output in [0, 1].
+
+    Parameters
+    ----------
+    image : array, shape (H, W) or (H, W, C)
+        Rescaled to [0, 1] per channel first.
+    clip_limit : float
+        Contrast limit in (0, 1]; higher gives more contrast and more noise.
+    tile_size : int
+        Side of the contextual regions in pixels.
+
+    Returns
+    -------
+    ndarray, float32 in [0, 1], same shape
+    """
+    from skimage import exposure  # noqa: PLC0415
+
+    image = _image(image)
+    check_probability(clip_limit, "clip_limit")
+    check_positive(tile_size, "tile_size", integer=True)
+    return _per_channel(
+        lambda p: exposure.equalize_adapthist(_to_unit(p), kernel_size=tile_size, clip_limit=clip_limit),
+        image,
+    )
+
+
+# ------------------------------------------------------------------------- normalise
+
+
+def normalize_minmax(image):
+    """Rescale to [0, 1] over the whole image; a constant image becomes all zeros.
+
+    Parameters
+    ----------
+    image : array, shape (H, W) or (H, W, C)
+
+    Returns
+    -------
+    ndarray, float32 in [0, 1], same shape
+    """
+    image = _image(image)
+    return _to_unit(image).astype(np.float32)
+
+
+def normalize_zscore(image, mask=None):
+    """Subtract the mean and divide by the standard deviation.
+
+    Parameters
+    ----------
+    image : array, shape (H, W) or (H, W, C)
+    mask : array of bool, shape (H, W), optional
+        Compute mean and std inside this region only (e.g. the body or brain), so the
+        empty background does not dominate.
+
+    Returns
+    -------
+    ndarray, float32, same shape; zero mean and unit std inside ``mask``.
+
+    Raises
+    ------
+    ValueError
+        If the image (or region) is constant, or the mask is empty or of another size.
+    """
+    image = _image(image)
+    if mask is None:
+        values = image
+    else:
+        mask = check_array(mask, "mask", ndim=2, dtype_kind="biuf").astype(bool)
+        if mask.shape != image.shape[:2]:
+            raise ValueError(
+                f"mask must cover the image plane. Received: mask.shape={mask.shape}, "
+                f"image.shape={image.shape}"
+            )
+        if not mask.any():
+            raise ValueError("mask is empty; z-score statistics need at least one pixel.")
+        values = image[mask]
+    std = float(values.std())
+    if std == 0:
+        raise ValueError(
+            "image is constant (std 0) where the statistics are taken; z-score is undefined. "
+            "Use normalize_minmax or check the input."
+        )
+    return ((image - float(values.mean())) / std).astype(np.float32)
+
+
+def window_intensity(image, level, width):
+    """CT window/level: map [level - width/2, level + width/2] to [0, 1], clipping outside.
+
+    Parameters
+    ----------
+    image : array, shape (H, W) or (H, W, C)
+        Usually Hounsfield units.
+    level : float
+        Window centre (e.g. 40 HU for soft tissue, 400 for bone, -600 for lung).
+    width : float
+        Window width (> 0; e.g. 400 HU soft tissue, 1500 lung).
+
+    Returns
+    -------
+    ndarray, float32 in [0, 1], same shape
+    """
+    image = _image(image)
+    check_positive(width, "width")
+    if not np.isfinite(level):
+        raise ValueError(f"level must be a finite number. Received: level={level!r}")
+    low = level - width / 2
+    return np.clip((image - low) / width, 0, 1).astype(np.float32)
+
+
+def clip_percentiles(image, lower=0.5, upper=99.5):
+    """Clip intensities to the [lower, upper] percentiles, then rescale to [0, 1].
+
+    Robust to a few extreme pixels (metal, hot spots) that would squash min-max scaling.
+
+    Parameters
+    ----------
+    image : array, shape (H, W) or (H, W, C)
+    lower, upper : float
+        Percentiles with ``0 <= lower < upper <= 100``.
+
+    Returns
+    -------
+    ndarray, float32 in [0, 1], same shape
+    """
+    image = _image(image)
+    if not (0 <= lower < upper <= 100):
+        raise ValueError(
+            f"Percentiles must satisfy 0 <= lower < upper <= 100. Received: "
+            f"lower={lower}, upper={upper}"
+        )
+    low, high = np.percentile(image, [lower, upper])
+    if high <= low:
+        return np.zeros_like(image)
+    return np.clip((image - low) / (high - low), 0, 1).astype(np.float32)
+
+
+# ---------------------------------------------------------------------------- resize
+
+
+def _size(shape, name="shape"):
+    try:
+        height, width = (int(v) for v in shape)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be (height, width). Received: {name}={shape!r}") from None
+    if height < 1 or width < 1:
+        raise ValueError(f"{name} must be positive. Received: {name}={shape!r}")
+    return height, width
+
+
+def resize_image(image, shape):
+    """Resize an image with linear interpolation (and anti-aliasing when shrinking).
+
+    Parameters
+    ----------
+    image : array, shape (H, W) or (H, W, C)
+    shape : (int, int)
+        Output (height, width).
+
+    Returns
+    -------
+    ndarray, float32, shape ``shape`` (+ channels)
+    """
+    from skimage.transform import resize  # noqa: PLC0415
+
+    image = _image(image)
+    height, width = _size(shape)
+    out_shape = (height, width) + image.shape[2:]
+    shrinking = height < image.shape[0] or width < image.shape[1]
+    return resize(image, out_shape, order=1, anti_aliasing=shrinking, preserve_range=True).astype(
+        np.float32
+    )
+
+
+def resize_mask(mask, shape):
+    """Resize a mask or label map with nearest-neighbour interpolation: no new labels.
+
+    Linear interpolation would invent fractional labels along every boundary (a 1 next to a
+    3 becomes a 2), which is why masks need their own resize.
+
+    Parameters
+    ----------
+    mask : array, shape (H, W) or (H, W, 1), integer, bool or float labels
+    shape : (int, int)
+        Output (height, width).
+
+    Returns
+    -------
+    ndarray, same dtype as ``mask``, shape ``shape`` (+ channel)
+    """
+    from skimage.transform import resize  # noqa: PLC0415
+
+    mask = check_array(mask, "mask", ndim=(2, 3), dtype_kind="biuf")
+    height, width = _size(shape)
+    out_shape = (height, width) + mask.shape[2:]
+    out = resize(mask.astype(np.float32), out_shape, order=0, anti_aliasing=False, preserve_range=True)
+    return out.astype(mask.dtype)
+
+
+# ------------------------------------------------------------------------- pipelines
+
+
+def article_preprocess(image):
+    """The article's steps: divide an 8-bit greyscale image by 255, add batch and channel axes.
+
+    Parameters
+    ----------
+    image : array, shape (H, W), uint8 (as ``cv2.imread(path, cv2.IMREAD_GRAYSCALE)`` gives)
+
+    Returns
+    -------
+    ndarray, shape (1, H, W, 1), float32 in [0, 1]
+
+    Raises
+    ------
+    ValueError
+        If the image is not 2D uint8 (a colour image or a 16-bit DICOM would be scaled
+        wrongly by 255).
+    """
+    image = check_array(image, "image", ndim=2)
+    if image.dtype != np.uint8:
+        raise ValueError(
+            "article_preprocess expects an 8-bit greyscale image (uint8, as "
+            f"cv2.IMREAD_GRAYSCALE gives). Received: image.dtype={image.dtype}. For 16-bit "
+            "or HU data use window_intensity or normalize_minmax instead."
+        )
+    return (image.astype(np.float32) / 255.0)[None, :, :, None]
+
+
+def apply_to_batch(fn, images, **params):
+    """Apply a per-image function to a batch ``(N, H, W, C)``.
+
+    Parameters
+    ----------
+    fn : callable
+        One of this module's functions, e.g. ``denoise_median``.
+    images : array, shape (N, H, W, C)
+    **params
+        Passed to ``fn``.
+
+    Returns
+    -------
+    ndarray, float32, shape (N, H', W', C)
+    """
+    images = check_array(images, "images", ndim=4, dtype_kind="biuf")
+    return np.stack([fn(image, **params) for image in images]).astype(np.float32)

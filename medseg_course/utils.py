@@ -1,0 +1,278 @@
+"""Reproducible set-up, environment report and the argument checks every module shares.
+
+``setup`` is the one call a chapter makes before anything else: it silences TensorFlow's
+C++ logs, pins the CPU thread count (results repeat bit for bit only at a fixed thread
+count), seeds Python, NumPy and TensorFlow, and reports the device and versions.
+
+The ``check_*`` helpers raise ``ValueError`` messages that name the argument, what was
+received and what was expected, so bad input stops at the boundary of the package instead
+of deep inside NumPy or TensorFlow.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import os
+import platform
+import random
+from dataclasses import dataclass, field
+
+import numpy as np
+
+__all__ = [
+    "EnvironmentInfo",
+    "setup",
+    "package_versions",
+    "check_array",
+    "check_same_shape",
+    "check_binary_mask",
+    "check_positive",
+    "check_probability",
+]
+
+#: Packages whose versions ``setup`` reports (distribution names on PyPI).
+REPORTED_PACKAGES = (
+    "medseg-course",
+    "tensorflow-cpu",
+    "tensorflow",
+    "keras",
+    "numpy",
+    "scipy",
+    "scikit-image",
+    "opencv-python-headless",
+    "nibabel",
+    "pydicom",
+    "nilearn",
+)
+
+
+@dataclass(frozen=True)
+class EnvironmentInfo:
+    """What ``setup`` configured: seed, threads, device and package versions."""
+
+    seed: int
+    threads: int | None
+    device: str
+    deterministic: bool
+    python: str
+    versions: dict = field(default_factory=dict)
+
+    def __str__(self):
+        packages = ", ".join(f"{k} {v}" for k, v in self.versions.items())
+        threads = "all" if self.threads is None else self.threads
+        return (
+            f"seed={self.seed} threads={threads} device={self.device} "
+            f"deterministic={self.deterministic} | Python {self.python} | {packages}"
+        )
+
+
+def package_versions(names=REPORTED_PACKAGES):
+    """Return ``{distribution: version}`` for the installed ones among ``names``."""
+    versions = {}
+    for name in names:
+        try:
+            versions[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return versions
+
+
+def setup(seed=0, threads=2, deterministic=True):
+    """Seed everything, pin CPU threads, silence TensorFlow logs and report the device.
+
+    Call it once, first, before any model is built: TensorFlow fixes its thread pools
+    when its runtime starts.
+
+    Parameters
+    ----------
+    seed : int
+        Seed for Python's ``random``, NumPy's global generator and TensorFlow.
+    threads : int or None
+        Intra-op CPU threads (inter-op is set to 1). Training losses repeat bit for bit at
+        the same thread count, not across counts, so the course pins 2 (the CI machine's
+        core count). ``None`` leaves TensorFlow's default (all cores).
+    deterministic : bool
+        Ask TensorFlow for deterministic kernels. Applied on CPU only: on a GPU some
+        kernels the models use have no deterministic implementation.
+
+    Returns
+    -------
+    EnvironmentInfo
+        Seed, threads, ``"CPU"`` or ``"GPU:<name>"``, and package versions.
+
+    Raises
+    ------
+    ValueError
+        If ``seed`` is not a non-negative int or ``threads`` is not a positive int/None.
+
+    Examples
+    --------
+    >>> info = setup(seed=0, threads=2)   # doctest: +SKIP
+    >>> info.device                      # doctest: +SKIP
+    'CPU'
+    """
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise ValueError(f"seed must be a non-negative int. Received: seed={seed!r}")
+    if threads is not None and (
+        isinstance(threads, bool) or not isinstance(threads, (int, np.integer)) or threads < 1
+    ):
+        raise ValueError(
+            f"threads must be a positive int or None. Received: threads={threads!r}"
+        )
+    # Must be set before TensorFlow is first imported; 2 still leaks error-level lines.
+    os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
+    os.environ.setdefault("PYTHONHASHSEED", str(seed))
+    import tensorflow as tf  # noqa: PLC0415  (only here: importing TF costs ~5 s)
+    import keras  # noqa: PLC0415
+
+    if threads is not None:
+        _pin_threads(tf, int(threads))
+    random.seed(seed)
+    np.random.seed(seed)
+    keras.utils.set_random_seed(int(seed))
+    gpus = tf.config.list_physical_devices("GPU")
+    if gpus:
+        details = tf.config.experimental.get_device_details(gpus[0])
+        device = f"GPU:{details.get('device_name', gpus[0].name)}"
+    else:
+        device = "CPU"
+    use_determinism = bool(deterministic) and not gpus
+    if use_determinism:
+        tf.config.experimental.enable_op_determinism()
+    return EnvironmentInfo(
+        seed=int(seed),
+        threads=threads,
+        device=device,
+        deterministic=use_determinism,
+        python=platform.python_version(),
+        versions=package_versions(),
+    )
+
+
+def _pin_threads(tf, threads):
+    """Set TF thread pools; tolerate a second call with the same values."""
+    current = (
+        tf.config.threading.get_intra_op_parallelism_threads(),
+        tf.config.threading.get_inter_op_parallelism_threads(),
+    )
+    if current == (threads, 1):
+        return
+    try:
+        tf.config.threading.set_intra_op_parallelism_threads(threads)
+        tf.config.threading.set_inter_op_parallelism_threads(1)
+    except RuntimeError as err:
+        raise RuntimeError(
+            f"TensorFlow already started with intra-op threads={current[0]}, so "
+            f"threads={threads} cannot take effect. Call mc.utils.setup() before building "
+            "any model (restart the kernel to change it)."
+        ) from err
+
+
+# ----------------------------------------------------------------------------- checks
+
+
+def check_array(x, name, ndim=None, dtype_kind=None, allow_nan=False):
+    """Return ``x`` as an ndarray after checking rank, dtype kind and finiteness.
+
+    Parameters
+    ----------
+    x : array_like
+        The argument to check.
+    name : str
+        The argument's name, used in the error message.
+    ndim : int or tuple of int, optional
+        Accepted ranks.
+    dtype_kind : str, optional
+        Accepted ``numpy.dtype.kind`` letters, e.g. ``"biuf"`` (bool, int, uint, float).
+    allow_nan : bool
+        Whether NaN/Inf values are accepted (floating arrays only).
+
+    Returns
+    -------
+    numpy.ndarray
+
+    Raises
+    ------
+    ValueError
+        Naming ``name``, what was received and what was expected.
+    """
+    if x is None:
+        raise ValueError(f"{name} is None; expected an array.")
+    try:
+        arr = np.asarray(x)
+    except (ValueError, TypeError):
+        arr = np.empty(0, dtype=object)
+    if arr.dtype == object:
+        raise ValueError(
+            f"{name} could not be converted to a numeric array (ragged or mixed types). "
+            f"Received: type={type(x).__name__}"
+        )
+    if ndim is not None:
+        ranks = (ndim,) if isinstance(ndim, int) else tuple(ndim)
+        if arr.ndim not in ranks:
+            raise ValueError(
+                f"{name} must have rank {' or '.join(map(str, ranks))}. "
+                f"Received: {name}.shape={arr.shape}"
+            )
+    if dtype_kind is not None and arr.dtype.kind not in dtype_kind:
+        raise ValueError(
+            f"{name} must have a dtype of kind {dtype_kind!r} "
+            f"(b=bool, i=int, u=uint, f=float). Received: {name}.dtype={arr.dtype}"
+        )
+    if arr.size == 0:
+        raise ValueError(f"{name} is empty. Received: {name}.shape={arr.shape}")
+    if not allow_nan and arr.dtype.kind in "fc" and not np.all(np.isfinite(arr)):
+        bad = int(np.size(arr) - np.count_nonzero(np.isfinite(arr)))
+        raise ValueError(
+            f"{name} contains {bad} NaN or infinite values; clean or mask them first "
+            f"(e.g. np.nan_to_num). Received: {name}.shape={arr.shape}"
+        )
+    return arr
+
+
+def check_same_shape(a, b, name_a, name_b):
+    """Raise ``ValueError`` unless ``a`` and ``b`` have the same shape."""
+    if np.shape(a) != np.shape(b):
+        raise ValueError(
+            f"{name_a} and {name_b} must have the same shape. Received: "
+            f"{name_a}.shape={np.shape(a)}, {name_b}.shape={np.shape(b)}"
+        )
+
+
+def check_binary_mask(mask, name):
+    """Return ``mask`` as a bool array, raising if it holds values other than 0 and 1."""
+    arr = check_array(mask, name, dtype_kind="biuf")
+    if arr.dtype != bool:
+        values = np.unique(arr)
+        if not np.all(np.isin(values, (0, 1))):
+            shown = ", ".join(map(str, values[:6])) + (" ..." if values.size > 6 else "")
+            raise ValueError(
+                f"{name} must be a binary mask with values 0 and 1. Received values: "
+                f"{shown}. Threshold probabilities first (mc.postprocessing.binarize) or "
+                "divide a 0/255 mask by 255."
+            )
+    return arr.astype(bool)
+
+
+def check_positive(value, name, integer=False, allow_zero=False):
+    """Raise ``ValueError`` unless ``value`` is a positive (or non-negative) number."""
+    kinds = (int, np.integer) if integer else (int, float, np.integer, np.floating)
+    ok = isinstance(value, kinds) and not isinstance(value, bool) and np.isfinite(value)
+    ok = ok and (value >= 0 if allow_zero else value > 0)
+    if not ok:
+        what = "int" if integer else "number"
+        sign = "non-negative" if allow_zero else "positive"
+        raise ValueError(f"{name} must be a {sign} {what}. Received: {name}={value!r}")
+    return value
+
+
+def check_probability(value, name, inclusive=True):
+    """Raise ``ValueError`` unless ``0 <= value <= 1`` (or strictly inside if not inclusive)."""
+    ok = isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(
+        value, bool
+    )
+    ok = ok and (0 <= value <= 1 if inclusive else 0 < value < 1)
+    if not ok:
+        bounds = "[0, 1]" if inclusive else "(0, 1)"
+        raise ValueError(f"{name} must be in {bounds}. Received: {name}={value!r}")
+    return float(value)

@@ -1,0 +1,16 @@
+"""Shared test set-up: quiet TensorFlow, headless matplotlib, pinned threads."""
+
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+os.environ.setdefault("MPLBACKEND", "Agg")
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def tf_setup():
+    """Call mc.utils.setup once per session (TensorFlow fixes thread pools at start-up)."""
+    import medseg_course as mc
+
+    return mc.utils.setup(seed=0, threads=2)

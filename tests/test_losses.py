@@ -1,0 +1,109 @@
+import keras
+import numpy as np
+import pytest
+
+import medseg_course as mc
+
+
+def test_bce_hand_value():
+    y = np.array([1.0, 0.0]).reshape(1, 1, 2, 1)
+    p = np.array([0.8, 0.4]).reshape(1, 1, 2, 1)
+    expected = -(np.log(0.8) + np.log(0.6)) / 2  # both terms inside the sum
+    np.testing.assert_allclose(mc.losses.binary_cross_entropy(y, p), [expected], rtol=1e-6)
+
+
+def test_bce_matches_keras():
+    rng = np.random.default_rng(0)
+    y = (rng.random((3, 8, 8, 1)) > 0.5).astype("float32")
+    p = rng.uniform(0.01, 0.99, (3, 8, 8, 1)).astype("float32")
+    ours = np.asarray(mc.losses.binary_cross_entropy(y, p))
+    reference = np.asarray(keras.losses.binary_crossentropy(y, p)).mean(axis=(1, 2))
+    np.testing.assert_allclose(ours, reference, rtol=1e-5)
+
+
+def test_article_bracket_differs_from_correct_bce():
+    # The misplaced bracket sums only the foreground term and adds one background term.
+    y = np.array([1.0, 0.0, 0.0]).reshape(1, 1, 3, 1)
+    p = np.array([0.9, 0.2, 0.3]).reshape(1, 1, 3, 1)
+    correct = float(mc.losses.binary_cross_entropy(y, p)[0])
+    wrong = -(np.sum(y * np.log(p)) + (1 - y[0, 0, -1, 0]) * np.log(1 - p[0, 0, -1, 0])) / 3
+    assert correct == pytest.approx(-(np.log(0.9) + np.log(0.8) + np.log(0.7)) / 3)
+    assert abs(correct - wrong) > 0.05
+
+
+def test_weighted_bce_weight_one_is_bce_and_weights_foreground():
+    y = np.array([1.0, 0.0]).reshape(1, 1, 2, 1)
+    p = np.array([0.8, 0.4]).reshape(1, 1, 2, 1)
+    plain = mc.losses.binary_cross_entropy(y, p)
+    np.testing.assert_allclose(mc.losses.weighted_binary_cross_entropy(y, p, 1.0), plain, rtol=1e-6)
+    np.testing.assert_allclose(
+        mc.losses.weighted_binary_cross_entropy(y, p, 3.0), [-(3 * np.log(0.8) + np.log(0.6)) / 2], rtol=1e-6
+    )
+
+
+def test_soft_dice_hand_values():
+    y = np.array([1.0, 1.0, 0.0, 0.0]).reshape(1, 2, 2, 1)
+    p = np.array([1.0, 0.5, 0.5, 0.0]).reshape(1, 2, 2, 1)
+    # 1 - (2*1.5 + s) / (2 + 2 + s) with s = 1e-6 -> 0.25
+    np.testing.assert_allclose(mc.losses.soft_dice_loss(y, p, smooth=1e-6), [0.25], atol=1e-6)
+    perfect = mc.losses.soft_dice_loss(y, y, smooth=1e-6)
+    np.testing.assert_allclose(perfect, [0.0], atol=1e-6)
+
+
+def test_soft_dice_empty_mask_rule():
+    empty = np.zeros((1, 4, 4, 1))
+    np.testing.assert_allclose(mc.losses.soft_dice_loss(empty, empty), [0.0])
+
+
+def test_multiclass_labels_and_one_hot_agree():
+    rng = np.random.default_rng(2)
+    labels = rng.integers(0, 3, (2, 6, 6))
+    logits = rng.normal(size=(2, 6, 6, 3))
+    probs = (np.exp(logits) / np.exp(logits).sum(-1, keepdims=True)).astype("float32")
+    one_hot = np.eye(3)[labels]
+    for fn in (mc.losses.soft_dice_loss, mc.losses.categorical_cross_entropy, mc.losses.dice_ce_loss):
+        np.testing.assert_allclose(fn(labels, probs), fn(one_hot, probs), rtol=1e-6)
+        np.testing.assert_allclose(fn(labels[..., None], probs), fn(one_hot, probs), rtol=1e-6)
+    expected_ce = -np.log(np.take_along_axis(probs, labels[..., None], -1)).mean(axis=(1, 2, 3))
+    np.testing.assert_allclose(mc.losses.categorical_cross_entropy(labels, probs), expected_ce, rtol=1e-5)
+
+
+def test_dice_ce_is_sum():
+    rng = np.random.default_rng(3)
+    y = (rng.random((2, 4, 4, 1)) > 0.5).astype("float32")
+    p = rng.uniform(0.05, 0.95, (2, 4, 4, 1)).astype("float32")
+    total = mc.losses.dice_ce_loss(y, p)
+    parts = mc.losses.soft_dice_loss(y, p) + mc.losses.binary_cross_entropy(y, p)
+    np.testing.assert_allclose(total, parts, rtol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "y, p, message",
+    [
+        (np.zeros((1, 4, 4, 1)), np.zeros((1, 4, 5, 1)), "must match"),
+        (np.zeros((4, 4)), np.zeros((4, 4)), r"\(B, H, W, C\)"),
+        (np.zeros((1, 2, 2, 1)), np.full((1, 2, 2, 1), np.nan), "NaN"),
+    ],
+)
+def test_bad_input(y, p, message):
+    with pytest.raises(ValueError, match=message):
+        mc.losses.binary_cross_entropy(y, p)
+
+
+def test_bad_parameters():
+    with pytest.raises(ValueError, match="pos_weight"):
+        mc.losses.WeightedBinaryCrossEntropy(pos_weight=0)
+    with pytest.raises(ValueError, match="Unknown loss"):
+        mc.losses.get_loss("focal")
+
+
+@pytest.mark.parametrize("name", ["bce", "weighted_bce", "dice", "dice_ce"])
+def test_keras_classes_roundtrip_config(name):
+    loss = mc.losses.get_loss(name)
+    clone = type(loss).from_config(loss.get_config())
+    y = np.ones((2, 4, 4, 1), "float32")
+    p = np.full((2, 4, 4, 1), 0.7, "float32")
+    assert float(clone(y, p)) == pytest.approx(float(loss(y, p)))
+    assert float(loss(y, p)) == pytest.approx(float(np.mean(getattr(mc.losses, {
+        "bce": "binary_cross_entropy", "weighted_bce": "weighted_binary_cross_entropy",
+        "dice": "soft_dice_loss", "dice_ce": "dice_ce_loss"}[name])(y, p))), rel=1e-6)

@@ -1,0 +1,108 @@
+import numpy as np
+import pytest
+
+import medseg_course as mc
+
+# A 3x3 pair with hand-checkable counts: TP = 2, FP = 1, FN = 0, TN = 6.
+T = np.array([[1, 1, 0], [0, 0, 0], [0, 0, 0]])
+P = np.array([[1, 1, 1], [0, 0, 0], [0, 0, 0]])
+
+
+@pytest.mark.parametrize(
+    "fn, expected",
+    [
+        (mc.metrics.dice, 0.8),  # 2*2 / (2*2 + 1 + 0)
+        (mc.metrics.iou, 2 / 3),  # 2 / (2 + 1 + 0)
+        (mc.metrics.precision, 2 / 3),  # 2 / (2 + 1)
+        (mc.metrics.sensitivity, 1.0),  # 2 / (2 + 0)
+        (mc.metrics.specificity, 6 / 7),  # 6 / (6 + 1)
+        (mc.metrics.volume_difference, 0.5),  # (3 - 2) / 2
+    ],
+)
+def test_hand_checked_values(fn, expected):
+    assert fn(T, P) == pytest.approx(expected)
+
+
+def test_confusion_counts():
+    counts = mc.metrics.confusion_counts(T, P)
+    assert {k: int(v[0]) for k, v in counts.items()} == {"tp": 2, "fp": 1, "fn": 0, "tn": 6}
+
+
+def test_iou_dice_relation_and_symmetry():
+    rng = np.random.default_rng(0)
+    a, b = rng.random((2, 5, 16, 16)) > 0.5
+    d, j = mc.metrics.dice(a, b), mc.metrics.iou(a, b)
+    np.testing.assert_allclose(j, d / (2 - d))
+    np.testing.assert_allclose(mc.metrics.dice(a, b), mc.metrics.dice(b, a))
+
+
+def test_batch_layouts_agree():
+    batch_t = np.stack([T, T, np.zeros_like(T)])
+    batch_p = np.stack([P, T, np.zeros_like(T)])
+    expected = [0.8, 1.0, 1.0]  # the last pair is empty/empty -> empty_value 1.0
+    np.testing.assert_allclose(mc.metrics.dice(batch_t, batch_p), expected)
+    np.testing.assert_allclose(mc.metrics.dice(batch_t[..., None], batch_p[..., None]), expected)
+    # per_image=False scores the whole array as one object: 2*4 / (2*4 + 1)
+    assert mc.metrics.dice(batch_t, batch_p, per_image=False) == pytest.approx(8 / 9)
+
+
+def test_empty_mask_rule():
+    empty = np.zeros((3, 3))
+    assert mc.metrics.dice(empty, empty) == 1.0
+    assert np.isnan(mc.metrics.dice(empty, empty, empty_value=np.nan))
+    assert mc.metrics.dice(empty, T) == 0.0  # false positives on an empty image
+    assert mc.metrics.dice(T, empty) == 0.0
+    assert np.isnan(mc.metrics.precision(T, empty))  # nothing predicted: undefined
+    assert np.isnan(mc.metrics.sensitivity(empty, T))  # nothing to find: undefined
+    assert mc.metrics.volume_difference(empty, empty) == 0.0
+    assert np.isnan(mc.metrics.volume_difference(empty, T))
+
+
+def test_bool_int_float_inputs_agree():
+    assert mc.metrics.dice(T.astype(bool), P.astype(np.float32)) == pytest.approx(0.8)
+
+
+@pytest.mark.parametrize(
+    "truth, pred, message",
+    [
+        (T, P[:2], "same shape"),
+        (T, P * 0.7, "binary mask"),
+        (T, np.where(P, np.nan, 0.0), "NaN"),
+        (np.zeros((2, 3, 3, 2)), np.zeros((2, 3, 3, 2)), "dice_per_class"),
+        (np.zeros((0, 3)), np.zeros((0, 3)), "empty"),
+    ],
+)
+def test_bad_input_raises_clear_error(truth, pred, message):
+    with pytest.raises(ValueError, match=message):
+        mc.metrics.dice(truth, pred)
+
+
+def test_dice_per_class():
+    truth = np.array([[0, 1, 1], [2, 2, 0]])
+    pred = np.array([[0, 1, 0], [2, 2, 2]])
+    # class 1: 2*1/(2+1) = 2/3; class 2: 2*2/(2+3) = 0.8
+    np.testing.assert_allclose(mc.metrics.dice_per_class(truth, pred, 3), [[2 / 3, 0.8]])
+    with pytest.raises(ValueError, match="outside"):
+        mc.metrics.dice_per_class(truth, pred + 1, 3)
+
+
+def test_evaluate_and_summarize():
+    table = mc.metrics.evaluate(np.stack([T, T]), np.stack([P, np.zeros_like(P)]))
+    assert list(table["dice"]) == pytest.approx([0.8, 0.0])
+    assert list(table["true_pixels"]) == [2, 2]
+    summary = mc.metrics.summarize(table)
+    assert summary.loc["mean", "dice"] == pytest.approx(0.4)
+    assert summary.loc["n_nan", "precision"] == 1  # empty prediction: precision undefined
+
+
+def test_keras_dice_metric_matches_numpy(tf_setup):
+    rng = np.random.default_rng(1)
+    truth = (rng.random((4, 8, 8, 1)) > 0.5).astype("float32")
+    probs = rng.random((4, 8, 8, 1)).astype("float32")
+    metric = mc.metrics.DiceMetric()
+    metric.update_state(truth, probs)
+    expected = mc.metrics.dice(truth, probs >= 0.5).mean()
+    assert float(metric.result()) == pytest.approx(expected, rel=1e-6)
+    metric.reset_state()
+    metric.update_state(np.zeros((1, 4, 4, 1)), np.zeros((1, 4, 4, 1)))
+    assert float(metric.result()) == 1.0  # empty/empty counts as 1

@@ -1,0 +1,85 @@
+import numpy as np
+import pytest
+
+import medseg_course as mc
+
+
+@pytest.fixture(scope="module")
+def small_data():
+    return mc.data.make_phantoms(24, image_size=32, seed=0)
+
+
+def test_dataset_batches(tf_setup, small_data):
+    images, masks = small_data
+    ds = mc.training.make_dataset(images, masks, batch_size=10, shuffle=False)
+    batches = list(ds)
+    assert [b[0].shape[0] for b in batches] == [10, 10, 4]
+    np.testing.assert_array_equal(batches[0][0].numpy(), images[:10])
+
+
+def test_augmentation_moves_image_and_mask_together(tf_setup):
+    # The image *is* its mask: any geometric mismatch would show as a difference.
+    spec = mc.data.PhantomSpec(noise="none", blur_sigma=0, bias_strength=0, texture=0, intensity_scale=(1, 1))
+    _, masks = mc.data.make_phantoms(8, 32, spec=spec, seed=0)
+    aug = mc.training.Augmentation(intensity=0, noise=0, rotation_deg=20, scale=0.1, translate=0.1)
+    ds = mc.training.make_dataset(masks.copy(), masks, batch_size=8, augment=aug, seed=1)
+    image, mask = next(iter(ds))
+    changed = np.mean(image.numpy() != masks)
+    assert changed > 0.01  # the transform did something
+    agree = np.mean((image.numpy() >= 0.5) == (mask.numpy() >= 0.5))
+    assert agree > 0.99
+    assert set(np.unique(mask.numpy())) <= {0.0, 1.0}  # nearest keeps the mask binary
+
+
+def test_augmentation_multiclass_labels_stay_labels(tf_setup):
+    images, labels = mc.data.make_phantoms(4, 32, target="multiclass", seed=0)
+    ds = mc.training.make_dataset(images, labels, 4, augment=mc.training.Augmentation(), seed=0)
+    _, mask = next(iter(ds))
+    assert mask.dtype.name == "uint8" and set(np.unique(mask.numpy())) <= {0, 1, 2}
+
+
+def test_augmentation_is_seeded_and_changes_per_epoch(tf_setup, small_data):
+    images, masks = small_data
+    make = lambda seed: mc.training.make_dataset(images, masks, 24, augment=mc.training.Augmentation(), seed=seed)
+    ds = make(0)
+    epoch1 = next(iter(ds))[0].numpy()
+    epoch2 = next(iter(ds))[0].numpy()
+    assert not np.allclose(epoch1, epoch2)
+    np.testing.assert_array_equal(epoch1, next(iter(make(0)))[0].numpy())
+
+
+def test_fit_learns_and_writes_outputs(tf_setup, small_data, tmp_path):
+    images, masks = small_data
+    model = mc.models.build_unet((32, 32, 1), depth=2, base_filters=8)
+    mc.training.compile_model(model, "dice_ce", 3e-3)
+    history = mc.training.fit(model, (images[:16], masks[:16]), (images[16:], masks[16:]), epochs=3, out_dir=tmp_path)
+    assert set(history) >= {"loss", "dice", "val_loss", "val_dice", "epoch_time_s"}
+    assert history["loss"][-1] < history["loss"][0]
+    assert (tmp_path / "best.keras").exists()
+    log = (tmp_path / "log.csv").read_text().splitlines()
+    assert len(log) == 4 and "val_dice" in log[0]
+    reloaded = __import__("keras").models.load_model(tmp_path / "best.keras")
+    assert reloaded.count_params() == model.count_params()
+    with pytest.raises(FileExistsError, match="overwrite"):
+        mc.training.fit(model, (images[:16], masks[:16]), (images[16:], masks[16:]), epochs=1, out_dir=tmp_path)
+
+
+def test_fit_requires_compiled_model(tf_setup, small_data):
+    model = mc.models.build_unet((32, 32, 1), depth=2, base_filters=4)
+    with pytest.raises(ValueError, match="compile"):
+        mc.training.fit(model, small_data)
+
+
+@pytest.mark.parametrize(
+    "call, message",
+    [
+        (lambda x, y: mc.training.make_dataset(x, y[:5]), "same number"),
+        (lambda x, y: mc.training.make_dataset(x[..., 0], y), "rank 4"),
+        (lambda x, y: mc.training.make_dataset(x, y, batch_size=0), "batch_size"),
+        (lambda x, y: mc.training.make_dataset(x, y, augment={"flip": True}), "Augmentation"),
+        (lambda x, y: mc.training.Augmentation(scale=1.5), "scale"),
+    ],
+)
+def test_bad_input(tf_setup, small_data, call, message):
+    with pytest.raises(ValueError, match=message):
+        call(*small_data)

@@ -1,0 +1,54 @@
+import os
+
+import numpy as np
+import pytest
+
+import medseg_course as mc
+from medseg_course import utils
+
+
+def test_setup_reports_and_repeats(tf_setup):
+    import tensorflow as tf
+
+    assert tf_setup.device in ("CPU",) or tf_setup.device.startswith("GPU:")
+    assert os.environ["TF_CPP_MIN_LOG_LEVEL"] == "3"
+    assert tf.config.threading.get_intra_op_parallelism_threads() == 2
+    assert "numpy" in tf_setup.versions and "keras" in str(tf_setup)
+    a = (np.random.rand(), float(tf.random.uniform([])))
+    mc.utils.setup(seed=0, threads=2)  # same threads again: allowed, re-seeds
+    b = (np.random.rand(), float(tf.random.uniform([])))
+    mc.utils.setup(seed=0, threads=2)
+    assert (np.random.rand(), float(tf.random.uniform([]))) == b
+    assert a[0] == b[0]
+
+
+def test_setup_refuses_to_change_threads_after_start(tf_setup):
+    with pytest.raises(RuntimeError, match="restart the kernel"):
+        mc.utils.setup(seed=0, threads=1)
+
+
+@pytest.mark.parametrize("kwargs, message", [({"seed": -1}, "seed"), ({"seed": 1.5}, "seed"), ({"threads": 0}, "threads")])
+def test_setup_bad_arguments(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        mc.utils.setup(**kwargs)
+
+
+def test_check_array_messages():
+    with pytest.raises(ValueError, match=r"image must have rank 2 or 3. Received: image.shape=\(2,\)"):
+        utils.check_array([1, 2], "image", ndim=(2, 3))
+    with pytest.raises(ValueError, match="2 NaN or infinite"):
+        utils.check_array([np.nan, np.inf, 1.0], "x")
+    with pytest.raises(ValueError, match="ragged"):
+        utils.check_array([[1, 2], [3]], "x")
+    with pytest.raises(ValueError, match="None"):
+        utils.check_array(None, "x")
+    assert utils.check_binary_mask(np.array([0.0, 1.0]), "m").dtype == bool
+
+
+def test_import_is_lazy():
+    import subprocess
+    import sys
+
+    code = "import sys, medseg_course as mc; mc.metrics; mc.data; print('tensorflow' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
