@@ -1,9 +1,12 @@
-"""Shared test set-up: quiet TensorFlow, headless matplotlib, pinned threads."""
+"""Shared test set-up: quiet TensorFlow, pinned threads.
+
+No MPLBACKEND here: notebook kernels started by nbval inherit this process's environment,
+and Agg there would suppress their inline figures. test_viz selects Agg itself.
+"""
 
 import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-os.environ.setdefault("MPLBACKEND", "Agg")
 
 import pytest  # noqa: E402
 

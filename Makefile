@@ -1,0 +1,60 @@
+# medseg-course: one virtual environment (.venv) for the book, the tests and the benchmarks.
+#   make book       set up .venv, execute every chapter, build the HTML book into _build/html
+#   make test       set up .venv, run the unit tests and every notebook under pytest --nbval
+#   make notebooks  re-execute every notebook in place (the committed outputs are a CPU run)
+#   make book-ci    build the HTML book from the committed outputs (no execution), as CI does
+#   make bench      run the benchmarks (JSON to stdout and benchmarks/results/)
+#   make lab        open the course in JupyterLab with the course's environment
+#   make clean      remove _build (keeps .venv)
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+NOTEBOOKS := $(sort $(wildcard book/*.ipynb))
+# On a GPU, printed metrics differ in the last decimals: `make test NBVAL=--nbval-lax`
+# checks that every notebook runs (and its asserts hold) without comparing outputs.
+NBVAL ?= --nbval
+SPHINX_STRICT := -W -n --keep-going
+
+export TF_CPP_MIN_LOG_LEVEL := 3
+export PIP_DISABLE_PIP_VERSION_CHECK := 1
+
+.PHONY: help venv book book-ci test notebooks bench lab clean
+
+help:
+	@sed -n 's/^#   //p' Makefile
+
+$(STAMP): requirements.txt pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet -r requirements.txt
+	$(BIN)/python -m pip install --quiet --no-deps -e .
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+book: $(STAMP)
+	$(BIN)/jupyter-book build . --builder html $(SPHINX_STRICT)
+	@echo "Open _build/html/index.html"
+
+book-ci: $(STAMP)
+	mkdir -p _build
+	sed 's/^\( *execute_notebooks:\).*/\1 "off"/' _config.yml > _build/_config_ci.yml
+	$(BIN)/jupyter-book build . --config _build/_config_ci.yml --builder html $(SPHINX_STRICT)
+
+test: $(STAMP)
+	$(BIN)/python -m pytest tests book $(NBVAL) --nbval-current-env --nbval-cell-timeout=600 \
+		--sanitize-with tests/nbval_sanitize.cfg
+
+notebooks: $(STAMP)
+	$(BIN)/jupyter-execute --inplace --timeout=600 $(NOTEBOOKS)
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/train_throughput.py --save benchmarks/results/train_throughput.json
+
+lab: $(STAMP)
+	test -x $(BIN)/jupyter-lab || $(BIN)/python -m pip install --quiet "jupyterlab==4.6.6"
+	$(BIN)/jupyter-lab book
+
+clean:
+	rm -rf _build

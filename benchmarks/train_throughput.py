@@ -1,0 +1,98 @@
+"""Training throughput on this machine, and the time the quick-tour chapter takes.
+
+Prints one JSON object: images per second of training (after a warm-up epoch that absorbs
+tracing and graph compilation) for
+
+* the 16-filter U-Net (depth 4) at 128x128, through the package's tf.data + fit path;
+* the article's encoder-decoder (64-512 filters) at 128x128, the same way;
+
+and the wall-clock seconds of executing ``book/00_quick_tour.ipynb`` in a fresh kernel.
+
+Usage: ``python benchmarks/train_throughput.py [--save results/train_throughput.json]
+[--skip-tour]``. Threads are pinned to 2 (``mc.utils.setup``), as in the book.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import medseg_course as mc  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def training_rate(model, images, masks, batch_size, epochs):
+    """Images/s over ``epochs`` timed epochs after one warm-up epoch."""
+    mc.training.compile_model(model, loss="dice_ce", learning_rate=1e-3)
+    data = mc.training.make_dataset(images, masks, batch_size=batch_size, seed=0)
+    mc.training.fit(model, data, epochs=1)  # warm-up: tracing and compilation
+    start = time.perf_counter()
+    mc.training.fit(model, data, epochs=epochs)
+    seconds = time.perf_counter() - start
+    return {
+        "images_per_s": round(len(images) * epochs / seconds, 2),
+        "timed_images": len(images) * epochs,
+        "seconds": round(seconds, 2),
+        "batch_size": batch_size,
+        "parameters": model.count_params(),
+    }
+
+
+def quick_tour_seconds():
+    """Execute the quick tour in a fresh kernel on a temporary copy; return wall seconds."""
+    notebook = ROOT / "book" / "00_quick_tour.ipynb"
+    with tempfile.TemporaryDirectory() as tmp:
+        copy = Path(tmp) / notebook.name
+        copy.write_bytes(notebook.read_bytes())
+        start = time.perf_counter()
+        subprocess.run(
+            [str(Path(sys.executable).with_name("jupyter-execute")), "--timeout=600", str(copy)],
+            check=True,
+            capture_output=True,
+            cwd=ROOT / "book",
+        )
+        return round(time.perf_counter() - start, 1)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--save", type=Path, help="also write the JSON to this file")
+    parser.add_argument("--skip-tour", action="store_true", help="do not time the quick tour")
+    args = parser.parse_args(argv)
+
+    info = mc.utils.setup(seed=0, threads=2)
+    images, masks = mc.data.make_phantoms(64, image_size=128, seed=0)
+    unet = mc.models.build_unet((128, 128, 1), depth=4, base_filters=16)
+    article = mc.models.build_seed_encoder_decoder((128, 128, 1))
+    result = {
+        "machine": {
+            "cpu": platform.processor() or platform.machine(),
+            "cores": os.cpu_count(),
+            "threads": info.threads,
+            "device": info.device,
+            "tensorflow": info.versions.get("tensorflow-cpu", info.versions.get("tensorflow")),
+        },
+        "unet16_128": training_rate(unet, images, masks, batch_size=16, epochs=2),
+        "article_128": training_rate(article, images[:32], masks[:32], batch_size=8, epochs=1),
+    }
+    if not args.skip_tour:
+        result["quick_tour_seconds"] = quick_tour_seconds()
+    text = json.dumps(result, indent=2)
+    print(text)
+    if args.save:
+        args.save.parent.mkdir(parents=True, exist_ok=True)
+        args.save.write_text(text + "\n")
+
+
+if __name__ == "__main__":
+    main()

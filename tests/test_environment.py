@@ -1,0 +1,44 @@
+"""The project's set-up files agree with each other."""
+
+import re
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def pins(lines):
+    found = {}
+    for line in lines:
+        match = re.match(r"^\s*-?\s*([A-Za-z0-9_.\-\[\]]+)==([^\s#]+)", line)
+        if match:
+            found[match.group(1).lower()] = match.group(2)
+    return found
+
+
+def test_environment_yml_has_the_requirements_pins():
+    required = pins((ROOT / "requirements.txt").read_text().splitlines())
+    env = yaml.safe_load((ROOT / "environment.yml").read_text())
+    pip_section = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict))
+    conda_pins = pins(pip_section)
+    assert {k: conda_pins.get(k) for k in required} == required
+    assert "-e ." in pip_section
+
+
+def test_jupyter_book_pinned_below_2():
+    assert pins((ROOT / "requirements.txt").read_text().splitlines())["jupyter-book"].startswith("1.")
+
+
+def test_every_notebook_is_in_the_toc():
+    toc = (ROOT / "_toc.yml").read_text()
+    assert yaml.safe_load(toc)["format"] == "jb-book"
+    for notebook in sorted((ROOT / "book").glob("*.ipynb")):
+        assert f"book/{notebook.stem}" in toc, f"{notebook.name} is missing from _toc.yml"
+
+
+def test_ci_runs_the_readme_test_command():
+    readme = (ROOT / "README.md").read_text()
+    ci = (ROOT / ".ci" / "run").read_text()
+    assert "make test" in readme and "make book" in readme
+    assert "make test" in ci
