@@ -55,6 +55,7 @@ def _prepare(y_true, y_pred):
     for name, value in (("y_true", y_true), ("y_pred", y_pred)):
         if isinstance(value, (np.ndarray, list, tuple)):
             check_array(value, name, dtype_kind="biuf")
+    y_true_input = np.asarray(y_true) if isinstance(y_true, (list, tuple)) else y_true
     y_pred = ops.convert_to_tensor(y_pred, dtype="float32")
     y_true = ops.convert_to_tensor(y_true)
     pred_shape, true_shape = _static_shape(y_pred), _static_shape(y_true)
@@ -67,6 +68,13 @@ def _prepare(y_true, y_pred):
         len(true_shape) == 4 and true_shape[-1] == 1 and num_classes not in (None, 1)
     )
     if is_labels:
+        if num_classes not in (None, 1) and isinstance(y_true_input, np.ndarray):
+            low, high = int(y_true_input.min()), int(y_true_input.max())
+            if low < 0 or high >= num_classes:
+                raise ValueError(
+                    f"y_true holds labels {low}..{high} but y_pred has {num_classes} classes "
+                    f"(labels 0..{num_classes - 1}). Check num_classes of the model or the label map."
+                )
         if num_classes == 1:
             y_true = ops.expand_dims(y_true, -1)
         else:

@@ -90,6 +90,12 @@ def test_bad_input(y, p, message):
         mc.losses.binary_cross_entropy(y, p)
 
 
+def test_labels_outside_class_range():
+    probs = np.full((1, 2, 2, 3), 1 / 3, "float32")
+    with pytest.raises(ValueError, match="3 classes"):
+        mc.losses.soft_dice_loss(np.array([[[0, 1], [2, 3]]]), probs)
+
+
 def test_bad_parameters():
     with pytest.raises(ValueError, match="pos_weight"):
         mc.losses.WeightedBinaryCrossEntropy(pos_weight=0)
