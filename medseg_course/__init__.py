@@ -30,6 +30,7 @@ _SUBMODULES = (
     "cli",
     "data",
     "inference",
+    "io",
     "losses",
     "metrics",
     "models",
