@@ -27,6 +27,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 __version__ = "0.1.0"
 
 _SUBMODULES = (
+    "classical",
     "cli",
     "data",
     "inference",

@@ -1,7 +1,11 @@
-"""Inference: batched prediction with optional flip test-time augmentation (TTA).
+"""Inference: batched prediction, flip test-time augmentation (TTA), sliding windows.
 
 TTA predicts the image and its flipped copies, flips each prediction back and averages
 them: errors that depend on orientation partly cancel, at the price of 2x or 4x the time.
+
+Sliding-window prediction covers an image larger than the model's input with overlapping
+tiles and blends them with a Gaussian weight that trusts each tile's centre more than its
+border, where the network saw less context (as nnU-Net and MONAI do).
 """
 
 from __future__ import annotations
@@ -10,7 +14,7 @@ import numpy as np
 
 from medseg_course.utils import check_array, check_positive
 
-__all__ = ["predict", "TTA_FLIPS"]
+__all__ = ["predict", "predict_sliding_window", "gaussian_weights", "TTA_FLIPS"]
 
 #: Axes flipped by each TTA variant (axis 1 = rows/up-down, 2 = columns/left-right).
 TTA_FLIPS = {"none": (), "lr": (2,), "ud": (1,), "lr_ud": (1, 2)}
@@ -66,3 +70,94 @@ def predict(model, images, batch_size=8, tta=False):
         total = probs.astype(np.float64) if total is None else total + probs
     result = (total / len(variants)).astype(np.float32)
     return result[0] if single else result
+
+
+def gaussian_weights(patch_shape, sigma_scale=0.125):
+    """Gaussian importance map for blending tiles: 1 at the centre, small at the border.
+
+    Parameters
+    ----------
+    patch_shape : (int, int)
+    sigma_scale : float
+        Standard deviation as a fraction of the patch side (nnU-Net uses 1/8).
+
+    Returns
+    -------
+    ndarray, shape patch_shape, float32, maximum 1, minimum > 0
+    """
+    check_positive(sigma_scale, "sigma_scale")
+    axes = []
+    for n in patch_shape:
+        centre = (n - 1) / 2
+        sigma = max(n * sigma_scale, 1e-3)
+        axes.append(np.exp(-0.5 * ((np.arange(n) - centre) / sigma) ** 2))
+    weights = np.outer(axes[0], axes[1])
+    weights /= weights.max()
+    return np.maximum(weights, 1e-3).astype(np.float32)
+
+
+def _tile_starts(length, patch, stride):
+    if length <= patch:
+        return [0]
+    starts = list(range(0, length - patch + 1, stride))
+    if starts[-1] != length - patch:
+        starts.append(length - patch)
+    return starts
+
+
+def predict_sliding_window(model, image, patch_size=None, overlap=0.5, batch_size=8, tta=False):
+    """Probabilities for an image of any size, from overlapping model-sized tiles.
+
+    Parameters
+    ----------
+    model : keras.Model
+        Fully convolutional, trained on patches of ``patch_size``.
+    image : array, shape (H, W, C), preprocessed as for training
+    patch_size : (int, int), optional
+        Tile size; by default the model's input size (required if that is undefined).
+    overlap : float in [0, 1)
+        Fraction of a tile shared with its neighbour (0.5: stride of half a tile).
+    batch_size : int
+        Tiles per forward pass.
+    tta : bool or sequence of str
+        Flip test-time augmentation per tile (see ``predict``).
+
+    Returns
+    -------
+    ndarray, shape (H, W, K), float32 probabilities
+
+    Raises
+    ------
+    ValueError
+        For a bad rank, NaN, or an ``overlap`` outside [0, 1).
+    """
+    image = check_array(image, "image", ndim=3, dtype_kind="biuf").astype(np.float32)
+    if not (0 <= overlap < 1):
+        raise ValueError(f"overlap must be in [0, 1). Received: overlap={overlap}")
+    if patch_size is None:
+        patch_size = tuple(model.input_shape[1:3])
+        if None in patch_size:
+            raise ValueError("The model accepts any size; pass patch_size=(height, width).")
+    ph, pw = (int(v) for v in patch_size)
+    height, width = image.shape[:2]
+    pad_h, pad_w = max(0, ph - height), max(0, pw - width)
+    padded = np.pad(image, ((0, pad_h), (0, pad_w), (0, 0)))
+    stride_h, stride_w = max(1, int(ph * (1 - overlap))), max(1, int(pw * (1 - overlap)))
+    corners = [
+        (y, x)
+        for y in _tile_starts(padded.shape[0], ph, stride_h)
+        for x in _tile_starts(padded.shape[1], pw, stride_w)
+    ]
+    weights = gaussian_weights((ph, pw))[..., None]
+    total = None
+    norm = np.zeros(padded.shape[:2] + (1,), np.float32)
+    for first in range(0, len(corners), batch_size):
+        chunk = corners[first : first + batch_size]
+        tiles = np.stack([padded[y : y + ph, x : x + pw] for y, x in chunk])
+        probs = predict(model, tiles, batch_size=batch_size, tta=tta)
+        if total is None:
+            total = np.zeros(padded.shape[:2] + (probs.shape[-1],), np.float32)
+        for (y, x), tile_probs in zip(chunk, probs):
+            total[y : y + ph, x : x + pw] += tile_probs * weights
+            norm[y : y + ph, x : x + pw] += weights
+    return (total / norm)[:height, :width]

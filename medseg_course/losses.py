@@ -36,10 +36,16 @@ __all__ = [
     "categorical_cross_entropy",
     "soft_dice_loss",
     "dice_ce_loss",
+    "focal_loss",
+    "tversky_loss",
+    "focal_tversky_loss",
     "BinaryCrossEntropy",
     "WeightedBinaryCrossEntropy",
     "SoftDiceLoss",
     "DiceCELoss",
+    "FocalLoss",
+    "TverskyLoss",
+    "FocalTverskyLoss",
     "get_loss",
 ]
 
@@ -229,6 +235,82 @@ def dice_ce_loss(y_true, y_pred, dice_weight=1.0, ce_weight=1.0, smooth=1.0):
     return dice_weight * soft_dice_loss(y_true, y_pred, smooth) + ce_weight * ce(y_true, y_pred)
 
 
+def focal_loss(y_true, y_pred, gamma=2.0, alpha=0.25, eps=EPSILON):
+    """Focal loss (Lin et al., 2017): cross-entropy that down-weights easy pixels.
+
+    Binary: ``-(1/N) sum_i [a y (1-p)^g log p + (1-a)(1-y) p^g log(1-p)]``; multi-class:
+    ``-(1/N) sum_i sum_c y_c (1-p_c)^g log p_c`` (``alpha`` unused). With ``gamma = 0`` and
+    ``alpha = 0.5`` it is half the BCE.
+
+    Parameters
+    ----------
+    y_true, y_pred : see module docstring
+    gamma : float
+        Focusing exponent (>= 0); 2 in the paper.
+    alpha : float
+        Foreground weight in [0, 1] (binary only).
+
+    Returns
+    -------
+    tensor, shape (B,), float32
+    """
+    check_positive(gamma, "gamma", allow_zero=True)
+    if not 0 <= alpha <= 1:
+        raise ValueError(f"alpha must be in [0, 1]. Received: alpha={alpha}")
+    y_true, y_pred = _prepare(y_true, y_pred)
+    if y_pred.shape[-1] == 1:
+        p = ops.clip(y_pred, eps, 1 - eps)
+        pos = alpha * y_true * ops.power(1 - p, gamma) * ops.log(p)
+        neg = (1 - alpha) * (1 - y_true) * ops.power(p, gamma) * ops.log(1 - p)
+        return -_per_image_mean(pos + neg)
+    p = ops.clip(y_pred, eps, 1.0)
+    per_pixel = ops.sum(y_true * ops.power(1 - p, gamma) * ops.log(p), axis=-1)
+    return -ops.mean(per_pixel, axis=(1, 2))
+
+
+def tversky_loss(y_true, y_pred, alpha=0.3, beta=0.7, smooth=1.0, include_background=False):
+    """Tversky loss (Salehi et al., 2017): ``1 - (TP + s) / (TP + a FP + b FN + s)`` per class.
+
+    Soft counts from probabilities. ``alpha = beta = 0.5`` is the soft Dice loss;
+    ``beta > alpha`` penalises missed foreground more than false alarms, which raises
+    sensitivity for small structures.
+
+    Returns
+    -------
+    tensor, shape (B,), float32 in [0, 1]
+    """
+    return 1 - _tversky_index(y_true, y_pred, alpha, beta, smooth, include_background)
+
+
+def _tversky_index(y_true, y_pred, alpha, beta, smooth, include_background):
+    for name, value in (("alpha", alpha), ("beta", beta)):
+        check_positive(value, name, allow_zero=True)
+    check_positive(smooth, "smooth")
+    y_true, y_pred = _prepare(y_true, y_pred)
+    if y_pred.shape[-1] not in (None, 1) and not include_background:
+        y_true, y_pred = y_true[..., 1:], y_pred[..., 1:]
+    tp = ops.sum(y_true * y_pred, axis=(1, 2))
+    fp = ops.sum((1 - y_true) * y_pred, axis=(1, 2))
+    fn = ops.sum(y_true * (1 - y_pred), axis=(1, 2))
+    return ops.mean((tp + smooth) / (tp + alpha * fp + beta * fn + smooth), axis=-1)
+
+
+def focal_tversky_loss(y_true, y_pred, alpha=0.3, beta=0.7, gamma=0.75, smooth=1.0):
+    """Focal Tversky loss (Abraham and Khan, 2019): ``(1 - TI)^gamma``.
+
+    With ``gamma < 1`` the loss falls more slowly than ``1 - TI`` as an image gets nearly
+    right, so images with small, hard structures keep a larger share of the gradient late
+    in training.
+
+    Returns
+    -------
+    tensor, shape (B,), float32 in [0, 1]
+    """
+    check_positive(gamma, "gamma")
+    index = _tversky_index(y_true, y_pred, alpha, beta, smooth, False)
+    return ops.power(ops.maximum(1 - index, 0.0), gamma)
+
+
 # ---------------------------------------------------------------------- Keras classes
 
 
@@ -305,16 +387,73 @@ class DiceCELoss(keras.losses.Loss):
         }
 
 
+@keras.saving.register_keras_serializable(package="medseg_course")
+class FocalLoss(keras.losses.Loss):
+    """Keras loss wrapping ``focal_loss``."""
+
+    def __init__(self, gamma=2.0, alpha=0.25, name="focal", **kwargs):
+        super().__init__(name=name, **kwargs)
+        self.gamma, self.alpha = gamma, alpha
+
+    def call(self, y_true, y_pred):
+        return focal_loss(y_true, y_pred, self.gamma, self.alpha)
+
+    def get_config(self):
+        return {**super().get_config(), "gamma": self.gamma, "alpha": self.alpha}
+
+
+@keras.saving.register_keras_serializable(package="medseg_course")
+class TverskyLoss(keras.losses.Loss):
+    """Keras loss wrapping ``tversky_loss``."""
+
+    def __init__(self, alpha=0.3, beta=0.7, smooth=1.0, name="tversky", **kwargs):
+        super().__init__(name=name, **kwargs)
+        self.alpha, self.beta, self.smooth = alpha, beta, smooth
+
+    def call(self, y_true, y_pred):
+        return tversky_loss(y_true, y_pred, self.alpha, self.beta, self.smooth)
+
+    def get_config(self):
+        return {**super().get_config(), "alpha": self.alpha, "beta": self.beta, "smooth": self.smooth}
+
+
+@keras.saving.register_keras_serializable(package="medseg_course")
+class FocalTverskyLoss(keras.losses.Loss):
+    """Keras loss wrapping ``focal_tversky_loss``."""
+
+    def __init__(self, alpha=0.3, beta=0.7, gamma=0.75, smooth=1.0, name="focal_tversky", **kwargs):
+        super().__init__(name=name, **kwargs)
+        self.alpha, self.beta, self.gamma, self.smooth = alpha, beta, gamma, smooth
+
+    def call(self, y_true, y_pred):
+        return focal_tversky_loss(y_true, y_pred, self.alpha, self.beta, self.gamma, self.smooth)
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "alpha": self.alpha,
+            "beta": self.beta,
+            "gamma": self.gamma,
+            "smooth": self.smooth,
+        }
+
+
 _LOSSES = {
     "bce": BinaryCrossEntropy,
     "weighted_bce": WeightedBinaryCrossEntropy,
     "dice": SoftDiceLoss,
     "dice_ce": DiceCELoss,
+    "focal": FocalLoss,
+    "tversky": TverskyLoss,
+    "focal_tversky": FocalTverskyLoss,
 }
 
 
+LOSS_NAMES = tuple(_LOSSES)
+
+
 def get_loss(name, **params):
-    """Return a loss instance by name: ``"bce"``, ``"weighted_bce"``, ``"dice"``, ``"dice_ce"``."""
+    """Return a loss instance by name (a key of ``LOSS_NAMES``), e.g. ``get_loss("dice_ce")``."""
     if name not in _LOSSES:
         raise ValueError(f"Unknown loss {name!r}. Choose one of {sorted(_LOSSES)}.")
     return _LOSSES[name](**params)

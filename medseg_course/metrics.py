@@ -21,6 +21,14 @@ non-empty prediction of an empty target). Aggregates skip NaN (``numpy.nanmean``
 report how many images were skipped. Volume difference of an empty truth is 0.0 for an
 empty prediction, NaN otherwise.
 
+**Surface distances** (``hausdorff_distance``, ``average_surface_distance``,
+``surface_dice``) compare the boundaries of the two masks, in millimetres when
+``spacing_mm`` is given (one value per axis, so anisotropic voxels are measured correctly)
+and in pixels otherwise. Boundary pixels are foreground pixels with a background neighbour
+(full connectivity); distances run between their centres. Both masks empty: distances 0.0
+and surface Dice 1.0; exactly one empty: NaN (undefined: there is no boundary to measure
+to).
+
 Input layout: ``(H, W)`` is one image; ``(B, H, W)`` or ``(B, H, W, 1)`` a batch, scored
 per image. Pass ``per_image=False`` to score the whole array as one object (a 3D volume).
 Masks must hold only 0/1 (bool, int or float); threshold probabilities first.
@@ -41,12 +49,17 @@ __all__ = [
     "specificity",
     "volume_difference",
     "dice_per_class",
+    "surface_distances",
+    "hausdorff_distance",
+    "average_surface_distance",
+    "surface_dice",
     "evaluate",
     "summarize",
     "DiceMetric",
 ]
 
 METRIC_NAMES = ("dice", "iou", "precision", "sensitivity", "specificity", "volume_difference")
+DISTANCE_NAMES = ("hd95", "hd_max", "assd", "surface_dice")
 
 
 def _flatten(mask, name, per_image):
@@ -221,7 +234,123 @@ def dice_per_class(y_true, y_pred, num_classes, include_background=False, empty_
     return np.stack(columns, axis=1)
 
 
-def evaluate(y_true, y_pred, empty_value=1.0):
+def _boundary(mask):
+    from scipy import ndimage  # noqa: PLC0415
+
+    structure = ndimage.generate_binary_structure(mask.ndim, mask.ndim)
+    return mask & ~ndimage.binary_erosion(mask, structure, border_value=0)
+
+
+def surface_distances(y_true, y_pred, spacing_mm=None):
+    """Distances from each boundary pixel of one mask to the other mask's boundary.
+
+    Parameters
+    ----------
+    y_true, y_pred : array, 2D (H, W) or 3D (D, H, W), values in {0, 1}
+        One image or one volume (not a batch).
+    spacing_mm : sequence of float, optional
+        Size of a pixel along each axis in mm; pixel units if omitted.
+
+    Returns
+    -------
+    (ndarray, ndarray) or None
+        Distances from the prediction's boundary to the truth's, and from the truth's to
+        the prediction's, in mm (or pixels). ``None`` if either mask is empty.
+    """
+    from scipy import ndimage  # noqa: PLC0415
+
+    check_same_shape(y_true, y_pred, "y_true", "y_pred")
+    truth = check_binary_mask(y_true, "y_true")
+    pred = check_binary_mask(y_pred, "y_pred")
+    if truth.ndim not in (2, 3):
+        raise ValueError(
+            f"surface distances take one 2D image or 3D volume. Received: y_true.shape={truth.shape}; "
+            "loop over a batch."
+        )
+    if spacing_mm is None:
+        spacing = (1.0,) * truth.ndim
+    else:
+        spacing = tuple(float(v) for v in np.atleast_1d(spacing_mm))
+        if len(spacing) != truth.ndim or min(spacing) <= 0:
+            raise ValueError(
+                f"spacing_mm needs one positive value per axis ({truth.ndim}). Received: spacing_mm={spacing_mm}"
+            )
+    if not truth.any() or not pred.any():
+        return None
+    edge_truth, edge_pred = _boundary(truth), _boundary(pred)
+    to_truth = ndimage.distance_transform_edt(~edge_truth, sampling=spacing)
+    to_pred = ndimage.distance_transform_edt(~edge_pred, sampling=spacing)
+    return to_truth[edge_pred], to_pred[edge_truth]
+
+
+def _empty_rule(y_true, y_pred, both_empty_value):
+    truth_any = bool(np.any(np.asarray(y_true)))
+    pred_any = bool(np.any(np.asarray(y_pred)))
+    return both_empty_value if not truth_any and not pred_any else np.nan
+
+
+def hausdorff_distance(y_true, y_pred, spacing_mm=None, percentile=95):
+    """Hausdorff distance between mask boundaries (HD95 by default; ``percentile=100`` is the max).
+
+    The larger of the two directed distances' ``percentile``-th percentiles (as MONAI
+    computes it): HD95 ignores the worst 5 % of boundary points, so one stray pixel does not
+    dominate, while the maximum reports exactly that worst point.
+
+    Parameters
+    ----------
+    y_true, y_pred : array, 2D or 3D, values in {0, 1}
+    spacing_mm : sequence of float, optional
+    percentile : float in (0, 100]
+
+    Returns
+    -------
+    float
+        In mm (or pixels). 0.0 if both masks are empty, NaN if exactly one is.
+    """
+    if not (0 < percentile <= 100):
+        raise ValueError(f"percentile must be in (0, 100]. Received: percentile={percentile}")
+    distances = surface_distances(y_true, y_pred, spacing_mm)
+    if distances is None:
+        return _empty_rule(y_true, y_pred, 0.0)
+    return float(max(np.percentile(d, percentile) for d in distances))
+
+
+def average_surface_distance(y_true, y_pred, spacing_mm=None):
+    """Average symmetric surface distance (ASSD): mean over both boundaries' distances.
+
+    Returns
+    -------
+    float
+        In mm (or pixels). 0.0 if both masks are empty, NaN if exactly one is.
+    """
+    distances = surface_distances(y_true, y_pred, spacing_mm)
+    if distances is None:
+        return _empty_rule(y_true, y_pred, 0.0)
+    return float(np.concatenate(distances).mean())
+
+
+def surface_dice(y_true, y_pred, tolerance_mm, spacing_mm=None):
+    """Normalised surface Dice: share of boundary points within ``tolerance_mm`` of the other boundary.
+
+    ``(|{p in dP: d(p, dT) <= tau}| + |{t in dT: d(t, dP) <= tau}|) / (|dP| + |dT|)``
+    (Nikolov et al., 2021). It asks whether a contour would need correcting, given a
+    clinically acceptable tolerance tau.
+
+    Returns
+    -------
+    float in [0, 1]
+        1.0 if both masks are empty, NaN if exactly one is.
+    """
+    if not tolerance_mm >= 0:
+        raise ValueError(f"tolerance_mm must be >= 0. Received: tolerance_mm={tolerance_mm}")
+    distances = surface_distances(y_true, y_pred, spacing_mm)
+    if distances is None:
+        return _empty_rule(y_true, y_pred, 1.0)
+    within = sum(int(np.count_nonzero(d <= tolerance_mm + 1e-9)) for d in distances)
+    return within / sum(d.size for d in distances)
+
+
+def evaluate(y_true, y_pred, empty_value=1.0, spacing_mm=None, distances=False, tolerance_mm=1.0):
     """All binary metrics per image, as a table.
 
     Parameters
@@ -229,12 +358,18 @@ def evaluate(y_true, y_pred, empty_value=1.0):
     y_true, y_pred : array, shape (H, W), (B, H, W) or (B, H, W, 1), values in {0, 1}
     empty_value : float
         See the module's empty-mask rule.
+    spacing_mm : sequence of float, optional
+        Pixel size (rows, columns) for the distance metrics.
+    distances : bool
+        Add ``hd95``, ``hd_max``, ``assd`` and ``surface_dice`` (at ``tolerance_mm``).
+    tolerance_mm : float
+        Tolerance of the surface Dice.
 
     Returns
     -------
     pandas.DataFrame
-        One row per image, columns ``METRIC_NAMES`` plus ``true_pixels`` and
-        ``pred_pixels``.
+        One row per image, columns ``METRIC_NAMES`` (plus the distance metrics) and
+        ``true_pixels``, ``pred_pixels``.
     """
     import pandas as pd  # noqa: PLC0415
 
@@ -249,6 +384,17 @@ def evaluate(y_true, y_pred, empty_value=1.0):
     }
     table["true_pixels"] = c["tp"] + c["fn"]
     table["pred_pixels"] = c["tp"] + c["fp"]
+    if distances:
+        truth = np.asarray(y_true)
+        pred = np.asarray(y_pred)
+        if truth.ndim == 2:
+            truth, pred = truth[None], pred[None]
+        if truth.ndim == 4:
+            truth, pred = truth[..., 0], pred[..., 0]
+        table["hd95"] = [hausdorff_distance(t, p, spacing_mm) for t, p in zip(truth, pred)]
+        table["hd_max"] = [hausdorff_distance(t, p, spacing_mm, 100) for t, p in zip(truth, pred)]
+        table["assd"] = [average_surface_distance(t, p, spacing_mm) for t, p in zip(truth, pred)]
+        table["surface_dice"] = [surface_dice(t, p, tolerance_mm, spacing_mm) for t, p in zip(truth, pred)]
     frame = pd.DataFrame(table)
     frame.index.name = "image"
     return frame
@@ -264,7 +410,7 @@ def summarize(table):
     """
     import pandas as pd  # noqa: PLC0415
 
-    numeric = table[[c for c in table.columns if c in METRIC_NAMES]]
+    numeric = table[[c for c in table.columns if c in METRIC_NAMES + DISTANCE_NAMES]]
     return pd.DataFrame(
         {
             "mean": numeric.mean(skipna=True),

@@ -50,3 +50,28 @@ def test_tta_on_symmetric_model_is_identity(tf_setup):
 def test_bad_input(shift_model, images, kwargs, message):
     with pytest.raises(ValueError, match=message):
         mc.inference.predict(shift_model, images, **kwargs)
+
+
+def test_gaussian_weights():
+    w = mc.inference.gaussian_weights((9, 9))
+    assert w[4, 4] == 1.0 and w[0, 0] < 0.01 and w.min() > 0
+    np.testing.assert_allclose(w, w.T)
+
+
+def test_sliding_window_equals_direct_prediction_for_a_pointwise_model(tf_setup):
+    # A pixel-wise model gives the same answer whatever the tiling: blending must not change it.
+    inputs = keras.Input((16, 16, 1))
+    model = keras.Model(inputs, keras.layers.Activation("sigmoid")(inputs))
+    image = np.random.default_rng(3).normal(size=(37, 50, 1)).astype("float32")
+    out = mc.inference.predict_sliding_window(model, image, overlap=0.5, batch_size=4)
+    assert out.shape == (37, 50, 1)
+    np.testing.assert_allclose(out, 1 / (1 + np.exp(-image)), rtol=1e-5)
+    small = mc.inference.predict_sliding_window(model, image[:10, :12], overlap=0.25)
+    assert small.shape == (10, 12, 1)  # padded up to one tile, cropped back
+
+
+def test_sliding_window_bad_overlap(tf_setup):
+    inputs = keras.Input((8, 8, 1))
+    model = keras.Model(inputs, inputs)
+    with pytest.raises(ValueError, match="overlap"):
+        mc.inference.predict_sliding_window(model, np.zeros((8, 8, 1)), overlap=1.0)

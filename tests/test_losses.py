@@ -100,7 +100,7 @@ def test_bad_parameters():
     with pytest.raises(ValueError, match="pos_weight"):
         mc.losses.WeightedBinaryCrossEntropy(pos_weight=0)
     with pytest.raises(ValueError, match="Unknown loss"):
-        mc.losses.get_loss("focal")
+        mc.losses.get_loss("hinge")
 
 
 @pytest.mark.parametrize("name", ["bce", "weighted_bce", "dice", "dice_ce"])
@@ -113,3 +113,46 @@ def test_keras_classes_roundtrip_config(name):
     assert float(loss(y, p)) == pytest.approx(float(np.mean(getattr(mc.losses, {
         "bce": "binary_cross_entropy", "weighted_bce": "weighted_binary_cross_entropy",
         "dice": "soft_dice_loss", "dice_ce": "dice_ce_loss"}[name])(y, p))), rel=1e-6)
+
+
+def test_focal_reduces_to_bce():
+    rng = np.random.default_rng(4)
+    y = (rng.random((2, 4, 4, 1)) > 0.5).astype("float32")
+    p = rng.uniform(0.05, 0.95, (2, 4, 4, 1)).astype("float32")
+    np.testing.assert_allclose(mc.losses.focal_loss(y, p, gamma=0, alpha=0.5),
+                               0.5 * np.asarray(mc.losses.binary_cross_entropy(y, p)), rtol=1e-5)
+    # an easy pixel (p = 0.9 for y = 1) loses (1 - 0.9)^2 = 1 % of its weight
+    easy = mc.losses.focal_loss(np.ones((1, 1, 1, 1)), np.full((1, 1, 1, 1), 0.9), gamma=2, alpha=1)
+    np.testing.assert_allclose(easy, [-0.01 * np.log(0.9)], rtol=1e-5)
+
+
+def test_tversky_hand_values():
+    y = np.array([1.0, 1.0, 0.0, 0.0]).reshape(1, 2, 2, 1)
+    p = np.array([1.0, 0.0, 1.0, 0.0]).reshape(1, 2, 2, 1)  # TP 1, FP 1, FN 1
+    np.testing.assert_allclose(mc.losses.tversky_loss(y, p, 0.3, 0.7, smooth=1e-6), [1 - 1 / 2], atol=1e-6)
+    np.testing.assert_allclose(mc.losses.tversky_loss(y, p, 0.5, 0.5, 1e-6), mc.losses.soft_dice_loss(y, p, 1e-6), atol=1e-6)
+    np.testing.assert_allclose(mc.losses.focal_tversky_loss(y, p, 0.3, 0.7, gamma=1.0, smooth=1e-6), [0.5], atol=1e-6)
+    np.testing.assert_allclose(mc.losses.focal_tversky_loss(y, p, 0.3, 0.7, gamma=0.5, smooth=1e-6), [0.5**0.5], atol=1e-6)
+
+
+def test_multiclass_dice_with_and_without_background():
+    labels = np.array([[[0, 1], [1, 2]]])
+    probs = np.eye(3, dtype="float32")[labels]  # perfect prediction
+    np.testing.assert_allclose(mc.losses.soft_dice_loss(labels, probs, include_background=True), [0.0], atol=1e-6)
+    wrong_background = probs.copy()
+    wrong_background[0, 0, 0] = [0, 0, 1]  # background pixel predicted as class 2
+    without = float(mc.losses.soft_dice_loss(labels, wrong_background, smooth=1e-6)[0])
+    with_bg = float(mc.losses.soft_dice_loss(labels, wrong_background, smooth=1e-6, include_background=True)[0])
+    # class 1 perfect (loss 0); class 2: Dice 2*1/(1+2), loss 1/3 -> mean over classes 1, 2: 1/6.
+    # Background: its only pixel was missed, Dice 0, loss 1 -> (1 + 0 + 1/3) / 3 = 4/9.
+    assert without == pytest.approx(1 / 6, abs=1e-5)
+    assert with_bg == pytest.approx(4 / 9, abs=1e-5)
+
+
+@pytest.mark.parametrize("name", ["focal", "tversky", "focal_tversky"])
+def test_new_losses_have_configs(name):
+    loss = mc.losses.get_loss(name)
+    clone = type(loss).from_config(loss.get_config())
+    y = np.ones((1, 4, 4, 1), "float32")
+    p = np.full((1, 4, 4, 1), 0.6, "float32")
+    assert float(clone(y, p)) == pytest.approx(float(loss(y, p)))

@@ -106,3 +106,67 @@ def test_keras_dice_metric_matches_numpy(tf_setup):
     metric.reset_state()
     metric.update_state(np.zeros((1, 4, 4, 1)), np.zeros((1, 4, 4, 1)))
     assert float(metric.result()) == 1.0  # empty/empty counts as 1
+
+
+def test_surface_distances_single_pixels_anisotropic():
+    truth = np.zeros((5, 5), np.uint8)
+    pred = np.zeros((5, 5), np.uint8)
+    truth[0, 0] = 1
+    pred[0, 3] = 1  # 3 columns away; columns are 2 mm wide -> 6 mm
+    spacing = (0.5, 2.0)
+    assert mc.metrics.hausdorff_distance(truth, pred, spacing) == pytest.approx(6.0)
+    assert mc.metrics.hausdorff_distance(truth, pred, spacing, 100) == pytest.approx(6.0)
+    assert mc.metrics.average_surface_distance(truth, pred, spacing) == pytest.approx(6.0)
+    assert mc.metrics.surface_dice(truth, pred, 5.9, spacing) == 0.0
+    assert mc.metrics.surface_dice(truth, pred, 6.0, spacing) == 1.0
+    pred_rows = np.zeros((5, 5), np.uint8)
+    pred_rows[3, 0] = 1  # 3 rows away; rows are 0.5 mm -> 1.5 mm
+    assert mc.metrics.hausdorff_distance(truth, pred_rows, spacing) == pytest.approx(1.5)
+    assert mc.metrics.hausdorff_distance(truth, pred_rows) == pytest.approx(3.0)  # pixels
+
+
+def test_surface_distances_square_with_extra_pixel():
+    # truth: 3x3 square; prediction: the square plus one pixel sticking out on the right.
+    truth = np.zeros((7, 7), np.uint8)
+    truth[2:5, 2:5] = 1
+    pred = truth.copy()
+    pred[3, 5] = 1
+    d_pred_to_truth, d_truth_to_pred = mc.metrics.surface_distances(truth, pred)
+    # prediction boundary: the 8 square-boundary pixels + (3, 5), which is 1 px from (3, 4)
+    # ((3,4) stays a boundary pixel of pred: its diagonal neighbour (2,5) is background)
+    assert sorted(d_pred_to_truth) == [0.0] * 8 + [1.0]
+    assert sorted(d_truth_to_pred) == [0.0] * 8
+    assert mc.metrics.hausdorff_distance(truth, pred, percentile=100) == 1.0
+    assert mc.metrics.average_surface_distance(truth, pred) == pytest.approx(1 / 17)
+    assert mc.metrics.surface_dice(truth, pred, 0.5) == pytest.approx(16 / 17)
+    # HD95 of the directed set [0]*8 + [1]: 95th percentile by linear interpolation = 0.6
+    assert mc.metrics.hausdorff_distance(truth, pred) == pytest.approx(0.6)
+
+
+def test_surface_distance_3d_anisotropic():
+    truth = np.zeros((4, 6, 6), np.uint8)
+    truth[1, 2:4, 2:4] = 1
+    pred = np.zeros_like(truth)
+    pred[3, 2:4, 2:4] = 1  # same square two slices up; slices 2.5 mm apart -> 5 mm
+    assert mc.metrics.hausdorff_distance(truth, pred, (2.5, 0.7, 0.7), 100) == pytest.approx(5.0)
+
+
+def test_surface_distance_empty_rules():
+    empty = np.zeros((4, 4))
+    one = np.zeros((4, 4))
+    one[1, 1] = 1
+    assert mc.metrics.hausdorff_distance(empty, empty) == 0.0
+    assert mc.metrics.surface_dice(empty, empty, 1.0) == 1.0
+    assert np.isnan(mc.metrics.hausdorff_distance(one, empty))
+    assert np.isnan(mc.metrics.average_surface_distance(empty, one))
+    with pytest.raises(ValueError, match="spacing_mm"):
+        mc.metrics.hausdorff_distance(one, one, spacing_mm=(1.0,))
+    with pytest.raises(ValueError, match="percentile"):
+        mc.metrics.hausdorff_distance(one, one, percentile=0)
+
+
+def test_evaluate_with_distances():
+    table = mc.metrics.evaluate(np.stack([T, T]), np.stack([P, T]), spacing_mm=(1.0, 2.0), distances=True)
+    assert list(table["hd_max"]) == pytest.approx([2.0, 0.0])  # one extra pixel one column (2 mm) away
+    summary = mc.metrics.summarize(table)
+    assert "hd95" in summary.columns
