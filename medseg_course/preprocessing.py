@@ -10,6 +10,8 @@ Intensity conventions: filters work on any float scale; the 8-bit based methods
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 from scipy import ndimage
 
@@ -29,6 +31,9 @@ __all__ = [
     "clip_percentiles",
     "resize_image",
     "resize_mask",
+    "FitInfo",
+    "fit_to_shape",
+    "restore_shape",
     "article_preprocess",
     "apply_to_batch",
 ]
@@ -406,6 +411,83 @@ def resize_mask(mask, shape):
     out_shape = (height, width) + mask.shape[2:]
     out = resize(mask.astype(np.float32), out_shape, order=0, anti_aliasing=False, preserve_range=True)
     return out.astype(mask.dtype)
+
+
+@dataclass(frozen=True)
+class FitInfo:
+    """How ``fit_to_shape`` changed an image, so ``restore_shape`` can undo it.
+
+    Attributes
+    ----------
+    original_shape : (int, int)
+        (H, W) before fitting.
+    resized_shape : (int, int)
+        (h, w) after scaling, before padding.
+    offset : (int, int)
+        Rows and columns of padding above and to the left.
+    scale : float
+        Output pixels per input pixel; spacing after fitting is spacing / scale.
+    """
+
+    original_shape: tuple
+    resized_shape: tuple
+    offset: tuple
+    scale: float
+
+
+def fit_to_shape(image, shape, is_mask=False):
+    """Scale an image to fit inside ``shape`` keeping its aspect ratio, then zero-pad it.
+
+    Any image or mask can then feed a model of fixed input size; ``restore_shape`` maps a
+    prediction back to the original grid (and so the original spacing).
+
+    Parameters
+    ----------
+    image : array, shape (H, W) or (H, W, C)
+    shape : (int, int)
+        Model input (height, width).
+    is_mask : bool
+        Nearest-neighbour resampling (labels stay labels) instead of linear.
+
+    Returns
+    -------
+    (ndarray, FitInfo)
+        The fitted array, shape ``shape`` (+ channels), and what was done.
+    """
+    arr = check_array(image, "image", ndim=(2, 3), dtype_kind="biuf")
+    height, width = _size(shape)
+    scale = min(height / arr.shape[0], width / arr.shape[1])
+    resized_shape = (max(1, round(arr.shape[0] * scale)), max(1, round(arr.shape[1] * scale)))
+    resized = resize_mask(arr, resized_shape) if is_mask else resize_image(arr, resized_shape)
+    top, left = (height - resized_shape[0]) // 2, (width - resized_shape[1]) // 2
+    pad = [(top, height - resized_shape[0] - top), (left, width - resized_shape[1] - left)]
+    pad += [(0, 0)] * (resized.ndim - 2)
+    fitted = np.pad(resized, pad)
+    return fitted, FitInfo(tuple(arr.shape[:2]), resized_shape, (top, left), float(scale))
+
+
+def restore_shape(array, info, is_mask=False):
+    """Undo ``fit_to_shape``: crop the padding and resample to the original (H, W).
+
+    Parameters
+    ----------
+    array : array, shape ``shape`` (+ channels): a prediction on the fitted grid
+    info : FitInfo
+    is_mask : bool
+        Nearest-neighbour for labels; linear for probabilities.
+
+    Returns
+    -------
+    ndarray, shape ``info.original_shape`` (+ channels)
+    """
+    arr = check_array(array, "array", ndim=(2, 3), dtype_kind="biuf")
+    if not isinstance(info, FitInfo):
+        raise ValueError(f"info must be the FitInfo returned by fit_to_shape. Received: {type(info).__name__}")
+    top, left = info.offset
+    cropped = arr[top : top + info.resized_shape[0], left : left + info.resized_shape[1]]
+    if is_mask:
+        return resize_mask(cropped, info.original_shape)
+    return resize_image(cropped, info.original_shape)
 
 
 # ------------------------------------------------------------------------- pipelines

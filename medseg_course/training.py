@@ -24,7 +24,7 @@ from medseg_course import losses as losses_module
 from medseg_course import metrics as metrics_module
 from medseg_course.utils import check_array, check_positive
 
-__all__ = ["Augmentation", "make_dataset", "compile_model", "fit"]
+__all__ = ["Augmentation", "make_dataset", "sample_patches", "compile_model", "fit"]
 
 
 @dataclass(frozen=True)
@@ -46,6 +46,19 @@ class Augmentation:
         [-intensity / 2, intensity / 2] (image only).
     noise : float
         Gaussian noise with a standard deviation drawn from [0, noise] (image only).
+    elastic : float
+        Elastic deformation: a smooth random displacement field (4x4 control points,
+        bicubic) with a standard deviation of ``elastic`` times the image size; image and
+        mask warped together. Off by default.
+    gamma : float
+        Contrast change: intensities mapped through x**g on their per-image [min, max]
+        range, with log g drawn from [-gamma, gamma] (image only). Off by default.
+    bias_field : float
+        Multiplicative smooth field 1 + b, |b| <= bias_field, of low-order polynomial
+        shape, like MRI coil inhomogeneity (image only). Off by default.
+    resolution : float
+        Simulated lower resolution: downsample by a factor drawn from
+        [1, 1 + resolution] and upsample back (image only). Off by default.
     """
 
     flip: bool = True
@@ -54,6 +67,10 @@ class Augmentation:
     translate: float = 0.05
     intensity: float = 0.1
     noise: float = 0.02
+    elastic: float = 0.0
+    gamma: float = 0.0
+    bias_field: float = 0.0
+    resolution: float = 0.0
 
     def __post_init__(self):
         for name, value in asdict(self).items():
@@ -168,11 +185,136 @@ def _augment(image, mask, seed, aug):
     if aug.intensity:
         gain_offset = tf.random.stateless_uniform([2], seeds[6], -1.0, 1.0)
         image = image * (1 + aug.intensity * gain_offset[0]) + aug.intensity / 2 * gain_offset[1]
+    extra = tf.random.experimental.stateless_split(seeds[0][::-1], num=4)
+    if aug.elastic:
+        image, mask_f = _elastic(image, mask_f, extra[0], aug.elastic)
+    if aug.gamma:
+        image = _gamma(image, extra[1], aug.gamma)
+    if aug.bias_field:
+        image = _bias_field(image, extra[2], aug.bias_field)
+    if aug.resolution:
+        image = _lower_resolution(image, extra[3], aug.resolution)
     if aug.noise:
         sigma = tf.random.stateless_uniform([], seeds[7], 0.0, aug.noise)
         image = image + sigma * tf.random.stateless_normal(tf.shape(image), seeds[7][::-1])
     mask = tf.cast(mask_f[..., 0], mask.dtype) if is_labels else tf.cast(mask_f, mask.dtype)
     return image, mask
+
+
+def _warp(image, rows, cols, nearest):
+    """Sample ``image`` (H, W, C) at float coordinates (H, W), clamped to the border."""
+    height, width = tf.shape(image)[0], tf.shape(image)[1]
+    rows = tf.clip_by_value(rows, 0.0, tf.cast(height - 1, tf.float32))
+    cols = tf.clip_by_value(cols, 0.0, tf.cast(width - 1, tf.float32))
+    if nearest:
+        index = tf.stack([tf.cast(tf.round(rows), tf.int32), tf.cast(tf.round(cols), tf.int32)], -1)
+        return tf.gather_nd(image, index)
+    r0, c0 = tf.floor(rows), tf.floor(cols)
+    fr, fc = (rows - r0)[..., None], (cols - c0)[..., None]
+    r0, c0 = tf.cast(r0, tf.int32), tf.cast(c0, tf.int32)
+    r1, c1 = tf.minimum(r0 + 1, height - 1), tf.minimum(c0 + 1, width - 1)
+
+    def at(r, c):
+        return tf.gather_nd(image, tf.stack([r, c], -1))
+
+    top = at(r0, c0) * (1 - fc) + at(r0, c1) * fc
+    bottom = at(r1, c0) * (1 - fc) + at(r1, c1) * fc
+    return top * (1 - fr) + bottom * fr
+
+
+def _elastic(image, mask, seed, strength):
+    shape = tf.shape(image)[:2]
+    size = tf.cast(tf.reduce_max(shape), tf.float32)
+    coarse = tf.random.stateless_normal([4, 4, 2], seed) * strength * size
+    flow = tf.image.resize(coarse[None], shape, method="bicubic")[0]
+    grid_r, grid_c = tf.meshgrid(
+        tf.range(tf.cast(shape[0], tf.float32)), tf.range(tf.cast(shape[1], tf.float32)), indexing="ij"
+    )
+    rows, cols = grid_r + flow[..., 0], grid_c + flow[..., 1]
+    return _warp(image, rows, cols, nearest=False), _warp(mask, rows, cols, nearest=True)
+
+
+def _gamma(image, seed, strength):
+    log_g = tf.random.stateless_uniform([], seed, -strength, strength)
+    low, high = tf.reduce_min(image), tf.reduce_max(image)
+    span = tf.maximum(high - low, 1e-6)
+    return low + span * tf.pow((image - low) / span, tf.exp(log_g))
+
+
+def _bias_field(image, seed, strength):
+    shape = tf.shape(image)[:2]
+    rows = tf.linspace(-1.0, 1.0, shape[0])[:, None]
+    cols = tf.linspace(-1.0, 1.0, shape[1])[None, :]
+    c = tf.random.stateless_uniform([5], seed, -1.0, 1.0)
+    field = c[0] * rows + c[1] * cols + c[2] * rows * cols + c[3] * rows**2 + c[4] * cols**2
+    field = field / tf.maximum(tf.reduce_max(tf.abs(field)), 1e-6)
+    return image * (1 + strength * field)[..., None]
+
+
+def _lower_resolution(image, seed, strength):
+    shape = tf.shape(image)[:2]
+    factor = tf.random.stateless_uniform([], seed, 1.0, 1.0 + strength)
+    small = tf.cast(tf.round(tf.cast(shape, tf.float32) / factor), tf.int32)
+    reduced = tf.image.resize(image, tf.maximum(small, 1), method="area")
+    return tf.image.resize(reduced, shape, method="bilinear")
+
+
+def sample_patches(images, masks, patch_size, patches_per_image=16, foreground_fraction=0.5, seed=0):
+    """Random patches at native resolution, centred on foreground with a given probability.
+
+    For large images with thin or small targets (vessels, small lesions), resizing the whole
+    image to the model's input erases the target; training on native-resolution patches
+    keeps it. A patch is centred on a random foreground pixel with probability
+    ``foreground_fraction`` (MONAI's ``RandCropByPosNegLabel``, nnU-Net's foreground
+    oversampling) and anywhere otherwise, so rare structures are seen often enough and the
+    network still learns what background looks like. Predict with
+    ``inference.predict_sliding_window``.
+
+    Parameters
+    ----------
+    images : sequence of arrays (H_i, W_i, C), sizes may differ
+    masks : sequence of arrays (H_i, W_i) or (H_i, W_i, 1), labels
+    patch_size : (int, int)
+    patches_per_image : int
+    foreground_fraction : float in [0, 1]
+    seed : int
+
+    Returns
+    -------
+    (ndarray (N, ph, pw, C) float32, ndarray (N, ph, pw) uint8)
+        Images smaller than a patch are zero-padded.
+    """
+    if len(images) != len(masks) or len(images) == 0:
+        raise ValueError(
+            f"images and masks must be non-empty sequences of equal length. Received: {len(images)} images, "
+            f"{len(masks)} masks"
+        )
+    ph, pw = (int(v) for v in patch_size)
+    check_positive(patches_per_image, "patches_per_image", integer=True)
+    if not 0 <= foreground_fraction <= 1:
+        raise ValueError(f"foreground_fraction must be in [0, 1]. Received: {foreground_fraction}")
+    rng = np.random.default_rng(seed)
+    out_images, out_masks = [], []
+    for index, (image, mask) in enumerate(zip(images, masks)):
+        image = check_array(image, f"images[{index}]", ndim=3, dtype_kind="biuf").astype(np.float32)
+        mask = np.asarray(mask)
+        mask = mask[..., 0] if mask.ndim == 3 else mask
+        if mask.shape != image.shape[:2]:
+            raise ValueError(f"masks[{index}] shape {mask.shape} differs from images[{index}] {image.shape[:2]}")
+        pad = ((0, max(0, ph - image.shape[0])), (0, max(0, pw - image.shape[1])))
+        image = np.pad(image, pad + ((0, 0),))
+        mask = np.pad(mask, pad)
+        foreground = np.argwhere(mask > 0)
+        for _ in range(patches_per_image):
+            if foreground.size and rng.random() < foreground_fraction:
+                cy, cx = foreground[rng.integers(len(foreground))]
+            else:
+                cy, cx = rng.integers(image.shape[0]), rng.integers(image.shape[1])
+            top = int(np.clip(cy - ph // 2, 0, image.shape[0] - ph))
+            left = int(np.clip(cx - pw // 2, 0, image.shape[1] - pw))
+            out_images.append(image[top : top + ph, left : left + pw])
+            out_masks.append(mask[top : top + ph, left : left + pw])
+    return np.stack(out_images), np.stack(out_masks).astype(np.uint8)
 
 
 def compile_model(model, loss="dice_ce", learning_rate=1e-3, jit_compile="auto"):
@@ -216,7 +358,56 @@ class _EpochTimer(keras.callbacks.Callback):
             logs["epoch_time_s"] = time.perf_counter() - self._start
 
 
-def fit(model, train_data, val_data=None, epochs=10, patience=None, out_dir=None, overwrite=False, verbose=0):
+class _TimeBudget(keras.callbacks.Callback):
+    """Stops training when the next epoch would end past the budget (seconds)."""
+
+    def __init__(self, seconds):
+        super().__init__()
+        self.seconds = seconds
+
+    def on_train_begin(self, logs=None):
+        self._start = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        elapsed = time.perf_counter() - self._start
+        last = (logs or {}).get("epoch_time_s", 0.0)
+        if elapsed + last > self.seconds:
+            self.model.stop_training = True
+
+
+def _resume_state(model, out_dir):
+    """Load the last checkpoint's weights and optimizer state; return (initial_epoch, best val_dice)."""
+    import csv  # noqa: PLC0415
+
+    last = out_dir / "last.keras"
+    log = out_dir / "log.csv"
+    if not last.exists() or not log.exists():
+        raise FileNotFoundError(
+            f"Cannot resume: {out_dir} has no last.keras and log.csv from an earlier run. Start without resume."
+        )
+    saved = keras.models.load_model(last, compile=True)
+    model.set_weights(saved.get_weights())
+    model.optimizer.build(model.trainable_variables)
+    for variable, value in zip(model.optimizer.variables, saved.optimizer.variables):
+        variable.assign(value)
+    with open(log, newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    best = max((float(r["val_dice"]) for r in rows if r.get("val_dice")), default=None)
+    return len(rows), best
+
+
+def fit(
+    model,
+    train_data,
+    val_data=None,
+    epochs=10,
+    patience=None,
+    out_dir=None,
+    overwrite=False,
+    verbose=0,
+    time_budget_s=None,
+    resume=False,
+):
     """Train a compiled model, keeping the weights of the best validation Dice.
 
     Parameters
@@ -232,12 +423,19 @@ def fit(model, train_data, val_data=None, epochs=10, patience=None, out_dir=None
     patience : int, optional
         Stop after this many epochs without a better ``val_dice`` (early stopping).
     out_dir : str or Path, optional
-        Where to write ``best.keras`` (best model by ``val_dice``) and ``log.csv``
-        (one row per epoch). Created if missing.
+        Where to write ``best.keras`` (best model by ``val_dice``), ``last.keras`` (after
+        every epoch, for resuming) and ``log.csv`` (one row per epoch). Created if missing.
     overwrite : bool
         Allow writing into an ``out_dir`` that already holds a model or log.
     verbose : int
         Keras verbosity (0 silent, 2 one line per epoch).
+    time_budget_s : float, optional
+        Stop after the epoch that would otherwise end past this many seconds; the best
+        weights are still restored.
+    resume : bool
+        Continue an interrupted run in ``out_dir`` from ``last.keras``: weights, optimizer
+        state and epoch count are restored, the log is appended to, and ``best.keras`` is
+        only replaced by a better epoch.
 
     Returns
     -------
@@ -260,35 +458,49 @@ def fit(model, train_data, val_data=None, epochs=10, patience=None, out_dir=None
     if isinstance(val_data, (tuple, list)):
         val_data = make_dataset(*val_data, shuffle=False)
     callbacks = [_EpochTimer()]
+    if time_budget_s is not None:
+        callbacks.append(_TimeBudget(check_positive(time_budget_s, "time_budget_s")))
+    initial_epoch, best_so_far = 0, None
+    if out_dir is not None:
+        out_dir = Path(out_dir)
+        if resume:
+            initial_epoch, best_so_far = _resume_state(model, out_dir)
+        else:
+            existing = [p.name for p in (out_dir / "best.keras", out_dir / "log.csv") if p.exists()]
+            if existing and not overwrite:
+                raise FileExistsError(
+                    f"{out_dir} already holds {', '.join(existing)}; choose a new out_dir, pass "
+                    "overwrite=True to replace them, or resume=True to continue that run."
+                )
+        out_dir.mkdir(parents=True, exist_ok=True)
+        if not os.access(out_dir, os.W_OK):
+            raise PermissionError(f"Cannot write to out_dir={out_dir}; choose a writable folder.")
+        callbacks.append(keras.callbacks.CSVLogger(str(out_dir / "log.csv"), append=resume))
+        callbacks.append(keras.callbacks.ModelCheckpoint(str(out_dir / "last.keras")))
+        if val_data is not None:
+            best_checkpoint = keras.callbacks.ModelCheckpoint(
+                str(out_dir / "best.keras"), monitor="val_dice", mode="max", save_best_only=True
+            )
+            if best_so_far is not None:
+                best_checkpoint.best = best_so_far
+            callbacks.append(best_checkpoint)
+    elif resume:
+        raise ValueError("resume=True needs the out_dir of the run to continue.")
+    if initial_epoch >= epochs:
+        return {}
     if val_data is not None:
-        callbacks.append(
+        callbacks.insert(
+            1,
             keras.callbacks.EarlyStopping(
                 monitor="val_dice",
                 mode="max",
                 patience=epochs if patience is None else check_positive(patience, "patience", integer=True),
                 restore_best_weights=True,
-            )
+            ),
         )
-    if out_dir is not None:
-        out_dir = Path(out_dir)
-        existing = [p.name for p in (out_dir / "best.keras", out_dir / "log.csv") if p.exists()]
-        if existing and not overwrite:
-            raise FileExistsError(
-                f"{out_dir} already holds {', '.join(existing)}; choose a new out_dir or pass "
-                "overwrite=True to replace them."
-            )
-        out_dir.mkdir(parents=True, exist_ok=True)
-        if not os.access(out_dir, os.W_OK):
-            raise PermissionError(f"Cannot write to out_dir={out_dir}; choose a writable folder.")
-        callbacks.append(keras.callbacks.CSVLogger(str(out_dir / "log.csv")))
-        if val_data is not None:
-            callbacks.append(
-                keras.callbacks.ModelCheckpoint(
-                    str(out_dir / "best.keras"), monitor="val_dice", mode="max", save_best_only=True
-                )
-            )
     history = model.fit(
         train_data, validation_data=val_data, epochs=epochs, callbacks=callbacks, verbose=verbose,
+        initial_epoch=initial_epoch,
         shuffle=False,  # make_dataset already shuffles, seeded
     )
     if out_dir is not None and val_data is None:

@@ -127,3 +127,25 @@ def test_apply_to_batch_and_rgb():
 def test_bad_input(call, message):
     with pytest.raises(ValueError, match=message):
         call()
+
+
+@pytest.mark.parametrize("shape", [(50, 80), (80, 50), (64, 64), (20, 30)])
+def test_fit_and_restore_roundtrip(shape):
+    mask = np.zeros(shape, np.uint8)
+    mask[shape[0] // 4 : shape[0] // 2, shape[1] // 4 : shape[1] // 2] = 2
+    fitted, info = pp.fit_to_shape(mask, (64, 64), is_mask=True)
+    assert fitted.shape == (64, 64) and set(np.unique(fitted)) <= {0, 2}
+    restored = pp.restore_shape(fitted, info, is_mask=True)
+    assert restored.shape == shape
+    assert np.mean(restored == mask) > 0.97  # nearest resampling twice: at most a boundary pixel
+    image = np.random.default_rng(0).random(shape + (3,)).astype(np.float32)
+    fitted_image, info = pp.fit_to_shape(image, (64, 64))
+    assert fitted_image.shape == (64, 64, 3)
+    assert pp.restore_shape(fitted_image, info).shape == shape + (3,)
+
+
+def test_fit_keeps_aspect_ratio():
+    _, info = pp.fit_to_shape(np.zeros((50, 100)), (64, 64))
+    assert info.resized_shape == (32, 64) and info.offset == (16, 0) and info.scale == 0.64
+    with pytest.raises(ValueError, match="FitInfo"):
+        pp.restore_shape(np.zeros((64, 64)), {"scale": 1})

@@ -83,3 +83,56 @@ def test_fit_requires_compiled_model(tf_setup, small_data):
 def test_bad_input(tf_setup, small_data, call, message):
     with pytest.raises(ValueError, match=message):
         call(*small_data)
+
+
+def test_sample_patches_oversamples_foreground():
+    image = np.zeros((200, 300, 1), np.float32)
+    mask = np.zeros((200, 300), np.uint8)
+    mask[100:104, 150:154] = 1  # 16 of 60,000 pixels
+    x, y = mc.training.sample_patches([image], [mask], (32, 32), patches_per_image=200, foreground_fraction=0.5, seed=0)
+    assert x.shape == (200, 32, 32, 1) and y.shape == (200, 32, 32)
+    with_foreground = np.mean(y.reshape(200, -1).max(axis=1) > 0)
+    assert 0.4 < with_foreground < 0.6  # uniform sampling would give ~2 %
+    small_x, _ = mc.training.sample_patches([np.ones((10, 12, 1))], [np.zeros((10, 12))], (16, 16), 2)
+    assert small_x.shape == (2, 16, 16, 1) and small_x[:, 10:].max() == 0  # zero-padded
+
+
+@pytest.mark.parametrize(
+    "aug",
+    [
+        mc.training.Augmentation(flip=False, rotation_deg=0, scale=0, translate=0, intensity=0, noise=0, elastic=0.03),
+        mc.training.Augmentation(flip=False, rotation_deg=0, scale=0, translate=0, intensity=0, noise=0, gamma=0.4),
+        mc.training.Augmentation(flip=False, rotation_deg=0, scale=0, translate=0, intensity=0, noise=0, bias_field=0.3),
+        mc.training.Augmentation(flip=False, rotation_deg=0, scale=0, translate=0, intensity=0, noise=0, resolution=1.0),
+    ],
+)
+def test_extra_augmentations(tf_setup, aug):
+    spec = mc.data.PhantomSpec(noise="none", blur_sigma=0, bias_strength=0, texture=0, intensity_scale=(1, 1))
+    images, masks = mc.data.make_phantoms(4, 32, spec=spec, seed=0)
+    source = masks.copy() if aug.elastic else images  # gamma leaves a 0/1 image unchanged
+    image, mask = next(iter(mc.training.make_dataset(source, masks, 4, shuffle=False, augment=aug, seed=0)))
+    image, mask = image.numpy(), mask.numpy()
+    assert not np.allclose(image, source, atol=1e-3)  # it changed something
+    assert set(np.unique(mask)) <= {0.0, 1.0}
+    if aug.elastic:
+        assert not np.array_equal(mask, masks)  # geometry moved ...
+        assert np.mean((image >= 0.5) == (mask >= 0.5)) > 0.97  # ... for image and mask alike
+    else:
+        np.testing.assert_array_equal(mask, masks)  # intensity-only: the mask is untouched
+
+
+def test_time_budget_and_resume(tf_setup, small_data, tmp_path):
+    images, masks = small_data
+    model = mc.models.build_unet((32, 32, 1), depth=2, base_filters=4)
+    mc.training.compile_model(model)
+    history = mc.training.fit(model, (images[:16], masks[:16]), (images[16:], masks[16:]), epochs=50,
+                              out_dir=tmp_path, time_budget_s=1e-3)
+    assert len(history["loss"]) == 1  # the budget stopped it after the first epoch
+    resumed = mc.models.build_unet((32, 32, 1), depth=2, base_filters=4)
+    mc.training.compile_model(resumed)
+    more = mc.training.fit(resumed, (images[:16], masks[:16]), (images[16:], masks[16:]), epochs=3,
+                           out_dir=tmp_path, resume=True)
+    assert len(more["loss"]) == 2  # epochs 2 and 3
+    assert len((tmp_path / "log.csv").read_text().splitlines()) == 1 + 3
+    with pytest.raises(FileNotFoundError, match="Cannot resume"):
+        mc.training.fit(resumed, (images, masks), epochs=1, out_dir=tmp_path / "new", resume=True)
