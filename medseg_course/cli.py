@@ -1,48 +1,643 @@
-"""Command line: ``medseg-course``.
+"""Command line: ``medseg-course train | predict | evaluate | info``.
 
-``medseg-course info`` prints the package, its dependencies' versions and the device
-TensorFlow sees.
+``train`` turns a data set (your folders, a Decathlon task, or the built-in phantoms or
+MNI152 brain) into a run folder::
+
+    RUN_DIR/config.json    every setting, the data split and how inputs are preprocessed
+    RUN_DIR/log.csv        one row per epoch (loss, Dice, validation loss and Dice, time)
+    RUN_DIR/model.keras    the model of the best validation Dice
+    RUN_DIR/last.keras     the last epoch's model and optimizer state (for --resume)
+    RUN_DIR/metrics.json   validation metrics per case and their summary
+    RUN_DIR/overlays/      a few validation cases with truth and prediction contours
+
+``predict`` applies a run's model to new images and writes masks at each image's original
+size and geometry (PNG for photographs and PNG inputs, NIfTI for NIfTI and DICOM inputs).
+``evaluate`` compares predicted masks with reference masks, in millimetres where the files
+carry a spacing. Errors are one line on stderr with a non-zero exit code; input folders are
+only ever read.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
+import time
+from pathlib import Path
 
-__all__ = ["main"]
+import numpy as np
+
+__all__ = ["main", "build_parser"]
+
+CONFIG_NAME = "config.json"
+#: Tolerance of the surface Dice, in ``distance_unit`` (mm where the spacing is known).
+SURFACE_TOLERANCE = 1.0
+MODEL_NAME = "model.keras"
 
 
-def _info(args):
+class CLIError(Exception):
+    """A problem the user can fix; printed as one line."""
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _normalise(pixels):
+    """Clip to the 0.5-99.5 percentiles of the whole image or volume, rescale to [0, 1].
+
+    The same rule for training and prediction, so a model sees inputs on the scale it
+    learned, whatever the scanner's units (HU, MR arbitrary units, 8 or 16 bit).
+    """
+    from medseg_course.preprocessing import clip_percentiles  # noqa: PLC0415
+
+    arr = np.asarray(pixels, dtype=np.float32)
+    flat = arr.reshape(-1, arr.shape[-2], arr.shape[-1]) if arr.ndim > 3 else arr
+    return clip_percentiles(flat).reshape(arr.shape)
+
+
+def _case_slices(case):
+    """A case as normalised 2D slices (Z, H, W, C) float32 and masks (Z, H, W) uint8 (or None)."""
+    image, mask = case.image, case.mask
+    pixels = np.asarray(image.pixels, dtype=np.float32)
+    if image.format == "dicom-series":  # already (Z, H, W), slices first
+        images, masks = pixels[..., None], mask
+    elif image.format == "nifti":  # nibabel (i, j, k[, channel]): slices along k
+        while pixels.ndim < 4:
+            pixels = pixels[..., None]
+        if mask is not None and mask.ndim == 2:
+            mask = mask[..., None]
+        images = np.moveaxis(pixels, 2, 0)
+        masks = None if mask is None else np.moveaxis(mask, 2, 0)
+    else:  # one 2D image, grey or colour
+        images = (pixels[..., None] if pixels.ndim == 2 else pixels)[None]
+        masks = None if mask is None else mask[None]
+    return _normalise(images), masks
+
+
+def _match_channels(images, channels):
+    if images.shape[-1] == channels:
+        return images
+    if images.shape[-1] == 1:
+        return np.repeat(images, channels, axis=-1)
+    raise CLIError(
+        f"images have {images.shape[-1]} channels but the model takes {channels}; convert the images "
+        "(e.g. colour to greyscale) to match the training data."
+    )
+
+
+def _fit_all(images, masks, size):
+    from medseg_course.preprocessing import fit_to_shape  # noqa: PLC0415
+
+    fitted_images = np.stack([fit_to_shape(im, (size, size))[0] for im in images])
+    fitted_masks = None if masks is None else np.stack([fit_to_shape(m, (size, size), is_mask=True)[0] for m in masks])
+    return fitted_images.astype(np.float32), fitted_masks
+
+
+def _as_targets(masks, num_classes):
+    """Model targets: (N, H, W, 1) float32 for binary, (N, H, W) uint8 labels otherwise."""
+    if num_classes == 1:
+        return (masks > 0).astype(np.float32)[..., None]
+    return masks.astype(np.uint8)
+
+
+def _progress(iterable, total, description):
+    from tqdm import tqdm  # noqa: PLC0415
+
+    return tqdm(iterable, total=total, desc=description, unit="case", disable=not sys.stderr.isatty(), file=sys.stderr)
+
+
+# ------------------------------------------------------------------------- train
+
+
+def _load_training_data(args):
+    """Return (train_cases, val_cases, info) where cases are lists of (name, slices, masks, image)."""
+    from medseg_course import data  # noqa: PLC0415
+
+    source = args.data
+    if source == "phantom":
+        images, masks = data.make_phantoms(args.num_images, image_size=args.image_size, target=args.target, seed=args.seed)
+        labels = masks[..., 0].astype(np.uint8) if masks.ndim == 4 else masks
+        n_val = max(1, round(args.val_fraction * len(images)))
+        cases = [(f"phantom_{i:04d}", _normalise(images[i : i + 1]), labels[i : i + 1], None) for i in range(len(images))]
+        return cases[n_val:], cases[:n_val], {"source": "phantom", "spacing_mm": None}
+    if source == "mni152":
+        slices = data.load_mni152_slices("brain" if args.target == "organ" else args.target, image_size=args.image_size)
+        split = data.slab_split(slices.slice_index, seed=args.seed)
+        labels = slices.masks[..., 0].astype(np.uint8) if slices.masks.ndim == 4 else slices.masks
+        make = lambda idx: [  # noqa: E731
+            (f"mni152_z{slices.slice_index[i]:03d}", _normalise(slices.images[i : i + 1]), labels[i : i + 1], None)
+            for i in idx
+        ]
+        return make(split["train"]), make(split["val"]), {"source": "mni152", "spacing_mm": list(slices.spacing_mm)}
+    root = Path(source)
+    if not root.exists():
+        raise CLIError(f"{root}: no such folder. Give a data folder, or 'phantom' or 'mni152'.")
+    layout = args.layout
+    if layout == "auto":
+        if (root / "dataset.json").is_file():
+            layout = "msd"
+        elif (root / "images").is_dir() and (root / "masks").is_dir():
+            layout = "folders"
+        else:
+            raise CLIError(
+                f"{root}: unknown layout: expected images/ and masks/ (--layout folders) or dataset.json with "
+                "imagesTr/ and labelsTr/ (--layout msd)."
+            )
+    if layout == "msd":
+        cases, _ = data.load_msd(root)
+    else:
+        cases = data.load_paired_folders(root, invert=args.invert_masks, allow_unmatched=args.allow_unmatched)
+    if len(cases) < 2:
+        raise CLIError(f"{root}: {len(cases)} case(s); training needs at least 2 (one for validation).")
+    split = data.split_cases([c.name for c in cases], val_fraction=args.val_fraction, seed=args.seed)
+    prepared = {c.name: (c.name, *_case_slices(c), c.image) for c in cases}
+    train = [prepared[n] for n in split["train"]]
+    val = [prepared[n] for n in split["val"]]
+    return train, val, {"source": str(root.resolve()), "layout": layout}
+
+
+def _choose_mode(args, cases):
+    if args.mode != "auto":
+        return args.mode
+    longest = np.median([max(slices.shape[1:3]) for _, slices, _, _ in cases])
+    return "patch" if longest > 2 * args.image_size else "resize"
+
+
+def _training_arrays(cases, mode, size, num_classes, channels, patches_per_image, seed):
+    from medseg_course.training import sample_patches  # noqa: PLC0415
+
+    images = [_match_channels(s, channels) for _, s, _, _ in cases]
+    masks = [m for _, _, m, _ in cases]
+    if mode == "resize":
+        pairs = [_fit_all(im, m, size) for im, m in zip(images, masks)]
+        x = np.concatenate([p[0] for p in pairs])
+        y = np.concatenate([p[1] for p in pairs])
+    else:
+        flat_images = [s for stack in images for s in stack]
+        flat_masks = [m for stack in masks for m in stack]
+        x, y = sample_patches(flat_images, flat_masks, (size, size), patches_per_image, 0.5, seed)
+    return x, _as_targets(y, num_classes)
+
+
+def _cmd_train(args):
     from medseg_course import utils  # noqa: PLC0415
 
+    out = Path(args.out)
+    if out.exists() and any(out.iterdir()) and not (args.overwrite or args.resume):
+        raise CLIError(f"{out} exists and is not empty; choose a new --out, or pass --overwrite or --resume.")
+    info_env = utils.setup(seed=args.seed, threads=args.threads)
+    from medseg_course import losses, models, training  # noqa: PLC0415
+
+    start = time.perf_counter()
+    train_cases, val_cases, source_info = _load_training_data(args)
+    all_cases = train_cases + val_cases
+    num_labels = int(max(int(m.max()) for _, _, m, _ in all_cases)) + 1
+    num_classes = 1 if num_labels <= 2 else num_labels
+    channels = max(s.shape[-1] for _, s, _, _ in all_cases)
+    mode = _choose_mode(args, all_cases)
+    size = args.image_size if mode == "resize" else args.patch_size
+    x_train, y_train = _training_arrays(train_cases, mode, size, num_classes, channels, args.patches_per_image, args.seed)
+    x_val, y_val = _training_arrays(val_cases, mode, size, num_classes, channels, args.patches_per_image, args.seed + 1)
+    if args.model == "seed":
+        model = models.build_seed_encoder_decoder((size, size, channels), num_classes=num_classes, width=args.width)
+    else:
+        model = models.build_unet((size, size, channels), num_classes=num_classes, depth=args.depth, base_filters=args.base_filters)
+    if args.loss not in losses.LOSS_NAMES:
+        raise CLIError(f"unknown --loss {args.loss!r}; choose one of {', '.join(losses.LOSS_NAMES)}.")
+    if num_classes > 1 and args.loss in ("bce", "weighted_bce"):
+        raise CLIError(f"--loss {args.loss} is for binary masks; these masks have {num_classes} labels. Use dice_ce.")
+    training.compile_model(model, loss=args.loss, learning_rate=args.learning_rate)
+    augment = None if args.no_augment else training.Augmentation()
+    train_ds = training.make_dataset(x_train, y_train, batch_size=args.batch_size, augment=augment, seed=args.seed)
+    val_ds = training.make_dataset(x_val, y_val, batch_size=args.batch_size, shuffle=False)
+    out.mkdir(parents=True, exist_ok=True)
+    config = {
+        "command": "train",
+        "data": source_info,
+        "mode": mode,
+        "input_size": size,
+        "channels": int(channels),
+        "num_classes": num_classes,
+        "labels": list(range(num_labels)),
+        "model": args.model,
+        "depth": args.depth,
+        "base_filters": args.base_filters,
+        "width": args.width,
+        "loss": args.loss,
+        "epochs": args.epochs,
+        "batch_size": args.batch_size,
+        "learning_rate": args.learning_rate,
+        "augment": not args.no_augment,
+        "seed": args.seed,
+        "threads": args.threads,
+        "time_budget_min": args.time_budget,
+        "normalisation": "per image/volume: clip to 0.5-99.5 percentiles, rescale to [0, 1]",
+        "split": {"train": [c[0] for c in train_cases], "val": [c[0] for c in val_cases]},
+        "training_samples": int(len(x_train)),
+        "validation_samples": int(len(x_val)),
+        "device": info_env.device,
+        "versions": info_env.versions,
+    }
+    (out / CONFIG_NAME).write_text(json.dumps(config, indent=2))
+    print(
+        f"training {model.name} ({model.count_params():,} parameters) on {len(x_train)} {mode} samples "
+        f"of {size}x{size}x{channels}, validating on {len(x_val)}; run folder {out}",
+        file=sys.stderr,
+    )
+    history = training.fit(
+        model, train_ds, val_ds, epochs=args.epochs, patience=args.patience, out_dir=out,
+        overwrite=args.overwrite, verbose=1 if sys.stdout.isatty() else 2,
+        time_budget_s=None if args.time_budget is None else args.time_budget * 60, resume=args.resume,
+    )
+    model.save(out / MODEL_NAME)
+    train_seconds = time.perf_counter() - start
+    metrics = _validation_metrics(model, config, val_cases, out)
+    metrics["train_seconds"] = round(train_seconds, 1)
+    metrics["epochs_run"] = len(history.get("loss", []))
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    summary = metrics["summary"]
+    print(json.dumps({"run": str(out), "val_dice": summary.get("dice"), "train_seconds": metrics["train_seconds"],
+                      "epochs_run": metrics["epochs_run"]}))
+    return 0
+
+
+def _predict_case(model, config, slices, tta=False, clean=None):
+    """Label map (Z, H, W) uint8 for one case's normalised slices (Z, H, W, C) at native size.
+
+    ``clean``: optional dict of ``postprocessing.postprocess`` options (binary models only).
+    """
+    from medseg_course.inference import predict, predict_sliding_window  # noqa: PLC0415
+    from medseg_course.postprocessing import postprocess  # noqa: PLC0415
+    from medseg_course.preprocessing import fit_to_shape, restore_shape  # noqa: PLC0415
+
+    slices = _match_channels(slices, config["channels"])
+    size = config["input_size"]
+    out = []
+    for image in slices:
+        if config["mode"] == "patch":
+            probs = predict_sliding_window(model, image, (size, size), tta=tta)
+        else:
+            fitted, fit_info = fit_to_shape(image, (size, size))
+            probs = restore_shape(predict(model, fitted, tta=tta), fit_info)
+            probs = probs[..., None] if probs.ndim == 2 else probs
+        if config["num_classes"] == 1:
+            labels = postprocess(probs, **(clean or {}))[..., 0]
+        else:
+            labels = np.argmax(probs, axis=-1)
+        out.append(labels.astype(np.uint8))
+    return np.stack(out)
+
+
+def _validation_metrics(model, config, val_cases, out):
+    rows = []
+    overlay_dir = out / "overlays"
+    overlay_dir.mkdir(exist_ok=True)
+    for index, (name, slices, masks, image) in enumerate(_progress(val_cases, len(val_cases), "validating")):
+        pred = _predict_case(model, config, slices)
+        spacing = None if image is None or image.spacing_mm is None else image.spacing_mm
+        rows.extend(_score(name, masks, pred, spacing, config["num_classes"]))
+        if index < 4:
+            middle = int(np.argmax(masks.reshape(len(masks), -1).sum(1)))
+            _save_overlay(slices[middle], masks[middle], pred[middle], overlay_dir / f"{name}.png", name)
+    return {"per_case": rows, "summary": _summarise(rows)}
+
+
+def _score(name, truth, pred, spacing, num_classes):
+    """Metric rows for one case: truth and pred label arrays (Z, H, W) or (1, H, W)."""
+    from medseg_course import metrics  # noqa: PLC0415
+
+    volume = truth.shape[0] > 1
+    spacing_axes = None
+    if spacing is not None:
+        spacing_axes = tuple(spacing[:3]) if volume else tuple(spacing[:2])
+        if volume and len(spacing_axes) == 3:
+            spacing_axes = (spacing_axes[2], spacing_axes[0], spacing_axes[1])  # slices first
+    labels = [1] if num_classes == 1 else list(range(1, int(max(truth.max(), pred.max(), num_classes - 1)) + 1))
+    rows = []
+    for label in labels:
+        t = truth == label
+        p = pred == label
+        t_obj, p_obj = (t, p) if volume else (t[0], p[0])
+        row = {
+            "case": name,
+            "label": label,
+            "dice": metrics.dice(t_obj, p_obj, per_image=False),
+            "iou": metrics.iou(t_obj, p_obj, per_image=False),
+            "precision": metrics.precision(t_obj, p_obj, per_image=False),
+            "sensitivity": metrics.sensitivity(t_obj, p_obj, per_image=False),
+            "specificity": metrics.specificity(t_obj, p_obj, per_image=False),
+            "volume_difference": metrics.volume_difference(t_obj, p_obj, per_image=False),
+            "hd95": metrics.hausdorff_distance(t_obj, p_obj, spacing_axes),
+            "hd_max": metrics.hausdorff_distance(t_obj, p_obj, spacing_axes, 100),
+            "assd": metrics.average_surface_distance(t_obj, p_obj, spacing_axes),
+            "surface_dice": metrics.surface_dice(t_obj, p_obj, SURFACE_TOLERANCE, spacing_axes),
+            "distance_unit": "mm" if spacing_axes else "pixel",
+        }
+        if spacing_axes:
+            pixel_size = float(np.prod(spacing_axes))  # mm^3 per voxel, or mm^2 per pixel
+            if volume:
+                row["true_volume_ml"] = float(t.sum()) * pixel_size / 1000.0
+                row["pred_volume_ml"] = float(p.sum()) * pixel_size / 1000.0
+            else:
+                row["true_area_mm2"] = float(t.sum()) * pixel_size
+                row["pred_area_mm2"] = float(p.sum()) * pixel_size
+        rows.append({k: (None if isinstance(v, float) and np.isnan(v) else v) for k, v in row.items()})
+    return rows
+
+
+def _summarise(rows):
+    import pandas as pd  # noqa: PLC0415
+
+    frame = pd.DataFrame(rows)
+    numeric = frame.drop(columns=["case", "label", "distance_unit"], errors="ignore").apply(pd.to_numeric, errors="coerce")
+    summary = {}
+    for column in numeric.columns:
+        values = numeric[column].dropna()
+        summary[column] = None if values.empty else round(float(values.mean()), 4)
+        summary[f"{column}_median"] = None if values.empty else round(float(values.median()), 4)
+        summary[f"{column}_std"] = None if len(values) < 2 else round(float(values.std()), 4)
+        summary[f"{column}_n_undefined"] = int(numeric[column].isna().sum())
+    return summary
+
+
+def _save_overlay(image, truth, pred, path, title):
+    import matplotlib  # noqa: PLC0415
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt  # noqa: PLC0415
+
+    from medseg_course.viz import overlay  # noqa: PLC0415
+
+    display = image[..., 0] if image.shape[-1] == 1 else image
+    ax = overlay(display, truth, pred, title=title)
+    ax.figure.savefig(path, dpi=80, bbox_inches="tight")
+    plt.close(ax.figure)
+
+
+# ------------------------------------------------------------------------ predict
+
+
+def _load_run(model_path):
+    import keras  # noqa: PLC0415
+
+    import medseg_course.losses  # noqa: F401, PLC0415  (registers the custom losses)
+    import medseg_course.metrics as metrics_module  # noqa: PLC0415
+
+    metrics_module.DiceMetric  # noqa: B018  (registers the metric class)
+    path = Path(model_path)
+    if path.is_dir():
+        path = path / MODEL_NAME
+    config_path = path.parent / CONFIG_NAME
+    if not path.is_file():
+        raise CLIError(f"{path}: no such model file. Point --model to RUN_DIR/model.keras from medseg-course train.")
+    if not config_path.is_file():
+        raise CLIError(f"{config_path}: missing; the model's run folder must keep config.json (it says how to preprocess).")
+    try:
+        model = keras.models.load_model(path, compile=False)
+    except Exception as err:  # keras raises ValueError, OSError, zipfile errors
+        raise CLIError(f"{path}: not a readable Keras model ({type(err).__name__}: {err}). Re-train or re-copy it.") from None
+    return model, json.loads(config_path.read_text())
+
+
+def _inputs(path):
+    from medseg_course.io import ImageReadError, list_image_files  # noqa: PLC0415
+
+    path = Path(path)
+    if path.is_file():
+        return [path]
+    if not path.is_dir():
+        raise CLIError(f"{path}: no such file or folder.")
+    files, others = list_image_files(path)
+    dicom_dirs = [p for p in sorted(path.iterdir()) if p.is_dir() and not p.name.startswith(".")]
+    if others and not files and not dicom_dirs:
+        try:  # a folder of one DICOM series whose files have no suffix
+            from medseg_course.io import read_dicom_series  # noqa: PLC0415
+
+            read_dicom_series(path)
+            return [path]
+        except ImageReadError:
+            pass
+    if others:
+        raise CLIError(f"{path}: {len(others)} non-image file(s) ({', '.join(p.name for p in others[:3])}); move them out.")
+    if not files and not dicom_dirs:
+        raise CLIError(f"{path}: the folder holds no images.")
+    return files + dicom_dirs
+
+
+def _cmd_predict(args):
+    from medseg_course import utils  # noqa: PLC0415
+    from medseg_course.data import Case  # noqa: PLC0415
+    from medseg_course.io import image_suffix, read_image, write_mask  # noqa: PLC0415
+
+    input_path = Path(args.input).resolve()
+    out = Path(args.out).resolve()
+    if out == input_path or (input_path.is_dir() and input_path in out.parents):
+        raise CLIError(f"--out {out} is inside the input folder; write predictions elsewhere so the input stays untouched.")
+    utils.setup(seed=0, threads=args.threads)
+    model, config = _load_run(args.model)
+    files = _inputs(input_path)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "overlays").mkdir(exist_ok=True)
+    written = []
+    for path in _progress(files, len(files), "predicting"):
+        image = read_image(path)
+        slices, _ = _case_slices(Case(path.name, image, None))
+        clean = {"min_size": args.min_size, "fill": args.fill_holes, "largest": args.largest}
+        labels = _predict_case(model, config, slices, tta=args.tta, clean=clean)
+        stem = path.name[: -len(image_suffix(path))] if image_suffix(path) else path.name
+        if image.format == "raster":
+            target, mask = out / f"{stem}_mask.png", labels[0]
+        elif image.format == "dicom":
+            target, mask = out / f"{stem}_mask.nii.gz", labels[0]
+        elif image.format == "dicom-series":
+            target, mask = out / f"{stem}_mask.nii.gz", labels  # (Z, H, W), the series' own order
+        else:
+            mask = np.moveaxis(labels, 0, 2)  # back to nibabel's (i, j, k)
+            mask = mask[..., 0] if image.pixels.ndim == 2 else mask
+            target = out / f"{stem}_mask.nii.gz"
+        write_mask(mask, target, like=image, overwrite=args.overwrite)
+        middle = int(np.argmax(labels.reshape(len(labels), -1).sum(1)))
+        _save_overlay(slices[middle], None, labels[middle], out / "overlays" / f"{stem}.png", stem)
+        written.append(str(target))
+    print(json.dumps({"masks": written}))
+    return 0
+
+
+# ----------------------------------------------------------------------- evaluate
+
+
+def _mask_files(folder, role):
+    from medseg_course.data import _pair_key, _stem  # noqa: PLC0415
+    from medseg_course.io import list_image_files  # noqa: PLC0415
+
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise CLIError(f"{folder}: no such folder (--{role}).")
+    files, others = list_image_files(folder)
+    if not files:
+        raise CLIError(f"{folder}: no mask files in the folder (--{role}).")
+    keyed = {}
+    for path in files:
+        key = _pair_key(_stem(path))
+        if key in keyed:
+            raise CLIError(f"{path}: {keyed[key].name} and {path.name} are both masks of case {key!r}; keep one.")
+        keyed[key] = path
+    return keyed, others
+
+
+def _cmd_evaluate(args):
+    import pandas as pd  # noqa: PLC0415
+
+    from medseg_course.data import mask_to_labels  # noqa: PLC0415
+    from medseg_course.io import read_image  # noqa: PLC0415
+
+    out = Path(args.out)
+    if out.exists() and not args.overwrite:
+        raise CLIError(f"{out} exists; choose another --out or pass --overwrite.")
+    preds, pred_others = _mask_files(args.pred, "pred")
+    truths, truth_others = _mask_files(args.truth, "truth")
+    unmatched = sorted(set(preds) ^ set(truths))
+    if (unmatched or pred_others or truth_others) and not args.allow_unmatched:
+        names = [(preds.get(k) or truths.get(k)).name for k in unmatched[:5]] + [p.name for p in (pred_others + truth_others)[:3]]
+        raise CLIError(
+            f"{len(unmatched)} mask(s) without a counterpart and {len(pred_others) + len(truth_others)} non-mask "
+            f"file(s): {', '.join(names)}. Add or remove them, or pass --allow-unmatched."
+        )
+    rows = []
+    keys = sorted(set(preds) & set(truths))
+    if not keys:
+        raise CLIError("no predicted mask matches a reference mask by name.")
+    for key in _progress(keys, len(keys), "evaluating"):
+        truth_image, pred_image = read_image(truths[key]), read_image(preds[key])
+        truth = mask_to_labels(truth_image.pixels, truths[key], invert=args.invert_truth)
+        pred = mask_to_labels(pred_image.pixels, preds[key])
+        if truth.shape != pred.shape:
+            raise CLIError(f"{preds[key]}: shape {pred.shape} differs from the reference {truth.shape} ({truths[key].name}).")
+        spacing = truth_image.spacing_mm or pred_image.spacing_mm
+        if truth.ndim == 3 and truth.shape[-1] == 1:
+            truth, pred = truth[..., 0], pred[..., 0]
+        if truth.ndim == 3:  # a volume in nibabel (i, j, k) order -> slices first
+            truth, pred = np.moveaxis(truth, 2, 0), np.moveaxis(pred, 2, 0)
+            spacing = None if spacing is None else (spacing[0], spacing[1], spacing[2])
+        else:
+            truth, pred = truth[None], pred[None]
+        num_classes = 1 if max(truth.max(), pred.max()) <= 1 else int(max(truth.max(), pred.max())) + 1
+        rows.extend(_score(key, truth, pred, spacing, num_classes))
+    frame = pd.DataFrame(rows)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    frame.to_csv(out, index=False)
+    summary = _summarise(rows)
+    summary_path = out.with_name(out.stem + "_summary.json")
+    summary_path.write_text(json.dumps(summary, indent=2))
+    print(json.dumps({"cases": len(keys), "csv": str(out), "summary": str(summary_path),
+                      "dice": summary.get("dice"), "dice_median": summary.get("dice_median"),
+                      "dice_std": summary.get("dice_std"), "hd95": summary.get("hd95")}))
+    return 0
+
+
+# --------------------------------------------------------------------------- info
+
+
+def _cmd_info(args):
+    from medseg_course import utils  # noqa: PLC0415
+    from medseg_course.data import MSD_TASKS, data_home  # noqa: PLC0415
+
     info = utils.setup(seed=0, threads=args.threads)
+    home = data_home()
     report = {
         "device": info.device,
         "threads": info.threads,
         "python": info.python,
         "versions": info.versions,
+        "data_home": str(home),
+        "MEDSEG_DATA": os.environ.get("MEDSEG_DATA"),
+        "downloaded_tasks": sorted(t for t in MSD_TASKS if (home / t / "dataset.json").is_file()),
+        "built_in_data": ["phantom", "mni152"],
     }
-    print(json.dumps(report, indent=2) if args.json else str(info))
+    print(json.dumps(report, indent=2) if args.json else f"{info} | data home {home}")
     return 0
+
+
+# ------------------------------------------------------------------------- parser
 
 
 def build_parser():
     """The argument parser (exposed for tests and documentation)."""
     parser = argparse.ArgumentParser(
         prog="medseg-course",
-        description="Tools of the medseg-course package (CNN medical image segmentation).",
+        description="Train, apply and evaluate CNN segmentation models (medseg-course).",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    info = sub.add_parser("info", help="print versions and the device TensorFlow uses")
+
+    info = sub.add_parser("info", help="versions, device and data folders")
     info.add_argument("--json", action="store_true", help="print JSON instead of one line")
     info.add_argument("--threads", type=int, default=2, help="CPU threads to pin (default 2)")
-    info.set_defaults(handler=_info)
+    info.set_defaults(handler=_cmd_info)
+
+    train = sub.add_parser("train", help="train a model; writes a run folder",
+                           formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    train.add_argument("--data", required=True, help="data folder, or 'phantom' / 'mni152' for the built-in sets")
+    train.add_argument("--layout", choices=("auto", "folders", "msd"), default="auto",
+                       help="folders: images/ + masks/; msd: Decathlon dataset.json")
+    train.add_argument("--out", required=True, help="run folder to create")
+    train.add_argument("--mode", choices=("auto", "resize", "patch"), default="auto",
+                       help="resize whole images, or train on native-resolution patches (auto: patches when "
+                            "images are over twice --image-size)")
+    train.add_argument("--image-size", type=int, default=128, help="model input side in resize mode")
+    train.add_argument("--patch-size", type=int, default=128, help="patch side in patch mode")
+    train.add_argument("--patches-per-image", type=int, default=16, help="patches drawn per image (patch mode)")
+    train.add_argument("--model", choices=("unet", "seed"), default="unet", help="U-Net, or the article's encoder-decoder")
+    train.add_argument("--depth", type=int, default=4, help="U-Net poolings")
+    train.add_argument("--base-filters", type=int, default=16, help="U-Net filters at the first level")
+    train.add_argument("--width", type=float, default=0.25, help="filter multiplier of the article's model")
+    train.add_argument("--loss", default="dice_ce", help="bce, weighted_bce, dice, dice_ce, focal, tversky, focal_tversky")
+    train.add_argument("--epochs", type=int, default=15)
+    train.add_argument("--patience", type=int, default=None, help="early stopping patience (epochs)")
+    train.add_argument("--batch-size", type=int, default=16)
+    train.add_argument("--learning-rate", type=float, default=1e-3)
+    train.add_argument("--val-fraction", type=float, default=0.2, help="share of cases for validation (split by case)")
+    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--threads", type=int, default=2, help="CPU threads (results repeat at a fixed count)")
+    train.add_argument("--time-budget", type=float, default=None, metavar="MIN",
+                       help="stop after this many minutes, keeping the best checkpoint")
+    train.add_argument("--no-augment", action="store_true", help="turn augmentation off")
+    train.add_argument("--invert-masks", action="store_true", help="masks mark the foreground with 0")
+    train.add_argument("--allow-unmatched", action="store_true", help="skip unmatched files with a warning")
+    train.add_argument("--num-images", type=int, default=160, help="phantom: number of images")
+    train.add_argument("--target", default="organ", help="phantom: organ, lesion or multiclass; mni152: organ (brain), gm, wm, tissue")
+    train.add_argument("--overwrite", action="store_true", help="reuse a non-empty run folder")
+    train.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
+    train.set_defaults(handler=_cmd_train)
+
+    predict = sub.add_parser("predict", help="segment images with a trained model")
+    predict.add_argument("--model", required=True, help="RUN_DIR/model.keras (or RUN_DIR)")
+    predict.add_argument("--input", required=True, help="an image file, a DICOM series folder, or a folder of images")
+    predict.add_argument("--out", required=True, help="folder for the masks and overlays")
+    predict.add_argument("--tta", action="store_true", help="average over flipped copies (4x slower)")
+    predict.add_argument("--min-size", type=int, default=0, help="binary: remove components smaller than this (pixels)")
+    predict.add_argument("--fill-holes", action="store_true", help="binary: fill enclosed holes")
+    predict.add_argument("--largest", action="store_true", help="binary: keep only the largest component")
+    predict.add_argument("--threads", type=int, default=2)
+    predict.add_argument("--overwrite", action="store_true", help="replace existing mask files")
+    predict.set_defaults(handler=_cmd_predict)
+
+    evaluate = sub.add_parser("evaluate", help="compare predicted masks with reference masks")
+    evaluate.add_argument("--pred", required=True, help="folder of predicted masks")
+    evaluate.add_argument("--truth", required=True, help="folder of reference masks (matched by file stem)")
+    evaluate.add_argument("--out", default="evaluation.csv", help="per-case CSV (a _summary.json goes beside it)")
+    evaluate.add_argument("--invert-truth", action="store_true", help="reference masks mark the foreground with 0")
+    evaluate.add_argument("--allow-unmatched", action="store_true", help="skip masks without a counterpart")
+    evaluate.add_argument("--overwrite", action="store_true")
+    evaluate.set_defaults(handler=_cmd_evaluate)
     return parser
 
 
 def main(argv=None):
     """Entry point of the ``medseg-course`` console script; returns the exit status."""
+    from medseg_course.data import DataSetError  # noqa: PLC0415
+    from medseg_course.io import ImageReadError  # noqa: PLC0415
+
     parser = build_parser()
     args = parser.parse_args(argv)
     if getattr(args, "handler", None) is None:
@@ -50,9 +645,14 @@ def main(argv=None):
         return 2
     try:
         return args.handler(args)
-    except ValueError as err:
-        print(f"medseg-course {args.command}: error: {err}", file=sys.stderr)
+    except (CLIError, DataSetError, ImageReadError, ValueError, FileExistsError, FileNotFoundError,
+            PermissionError, RuntimeError) as err:
+        message = str(err).splitlines()[0] if str(err) else type(err).__name__
+        print(f"medseg-course {args.command}: error: {message}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print(f"medseg-course {args.command}: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":  # pragma: no cover

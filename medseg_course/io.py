@@ -33,7 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
-from medseg_course.utils import check_array
+from medseg_course.utils import check_array, import_cv2
 
 __all__ = [
     "IMAGE_SUFFIXES",
@@ -170,8 +170,7 @@ def _has_dicom_preamble(path):
 
 
 def _read_raster(path):
-    import cv2  # noqa: PLC0415
-
+    cv2 = import_cv2()
     if image_suffix(path) == ".gif":
         pixels = _read_gif(path)
     else:
@@ -462,8 +461,7 @@ def write_png(array, path, overwrite=False):
     -------
     Path
     """
-    import cv2  # noqa: PLC0415
-
+    cv2 = import_cv2()
     array = check_array(array, "array", ndim=(2, 3), dtype_kind="biuf")
     if array.ndim == 3 and array.shape[-1] == 1:
         array = array[..., 0]

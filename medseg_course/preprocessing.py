@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
-from medseg_course.utils import check_array, check_positive, check_probability
+from medseg_course.utils import check_array, check_positive, check_probability, import_cv2
 
 __all__ = [
     "denoise_gaussian",
@@ -115,8 +115,7 @@ def denoise_bilateral(image, sigma_color=0.1, sigma_spatial=3.0):
     -------
     ndarray, float32 in [0, 1], same shape
     """
-    import cv2  # noqa: PLC0415
-
+    cv2 = import_cv2()
     image = _image(image)
     check_positive(sigma_color, "sigma_color")
     check_positive(sigma_spatial, "sigma_spatial")

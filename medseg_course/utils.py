@@ -168,6 +168,16 @@ def _pin_threads(tf, threads):
         ) from err
 
 
+def import_cv2():
+    """OpenCV with its own logger silenced (its warnings would add lines to one-line errors
+    and to notebook outputs that nbval compares)."""
+    os.environ.setdefault("OPENCV_LOG_LEVEL", "OFF")
+    import cv2  # noqa: PLC0415
+
+    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
+    return cv2
+
+
 # ----------------------------------------------------------------------------- checks
 
 
