@@ -304,46 +304,21 @@ def _validation_metrics(model, config, val_cases, out):
 
 
 def _score(name, truth, pred, spacing, num_classes):
-    """Metric rows for one case: truth and pred label arrays (Z, H, W) or (1, H, W)."""
-    from medseg_course import metrics  # noqa: PLC0415
+    """Metric rows for one case: truth and pred label arrays (Z, H, W), Z = 1 for a 2D image."""
+    from medseg_course.metrics import evaluate_labels  # noqa: PLC0415
 
     volume = truth.shape[0] > 1
     spacing_axes = None
     if spacing is not None:
-        spacing_axes = tuple(spacing[:3]) if volume else tuple(spacing[:2])
-        if volume and len(spacing_axes) == 3:
-            spacing_axes = (spacing_axes[2], spacing_axes[0], spacing_axes[1])  # slices first
-    labels = [1] if num_classes == 1 else list(range(1, int(max(truth.max(), pred.max(), num_classes - 1)) + 1))
-    rows = []
-    for label in labels:
-        t = truth == label
-        p = pred == label
-        t_obj, p_obj = (t, p) if volume else (t[0], p[0])
-        row = {
-            "case": name,
-            "label": label,
-            "dice": metrics.dice(t_obj, p_obj, per_image=False),
-            "iou": metrics.iou(t_obj, p_obj, per_image=False),
-            "precision": metrics.precision(t_obj, p_obj, per_image=False),
-            "sensitivity": metrics.sensitivity(t_obj, p_obj, per_image=False),
-            "specificity": metrics.specificity(t_obj, p_obj, per_image=False),
-            "volume_difference": metrics.volume_difference(t_obj, p_obj, per_image=False),
-            "hd95": metrics.hausdorff_distance(t_obj, p_obj, spacing_axes),
-            "hd_max": metrics.hausdorff_distance(t_obj, p_obj, spacing_axes, 100),
-            "assd": metrics.average_surface_distance(t_obj, p_obj, spacing_axes),
-            "surface_dice": metrics.surface_dice(t_obj, p_obj, SURFACE_TOLERANCE, spacing_axes),
-            "distance_unit": "mm" if spacing_axes else "pixel",
-        }
-        if spacing_axes:
-            pixel_size = float(np.prod(spacing_axes))  # mm^3 per voxel, or mm^2 per pixel
-            if volume:
-                row["true_volume_ml"] = float(t.sum()) * pixel_size / 1000.0
-                row["pred_volume_ml"] = float(p.sum()) * pixel_size / 1000.0
-            else:
-                row["true_area_mm2"] = float(t.sum()) * pixel_size
-                row["pred_area_mm2"] = float(p.sum()) * pixel_size
-        rows.append({k: (None if isinstance(v, float) and np.isnan(v) else v) for k, v in row.items()})
-    return rows
+        if volume and len(spacing) >= 3:
+            spacing_axes = (spacing[2], spacing[0], spacing[1])  # slices first
+        elif not volume:
+            spacing_axes = tuple(spacing[:2])
+    t, p = (truth, pred) if volume else (truth[0], pred[0])
+    labels = [1] if num_classes == 1 else list(range(1, num_classes))
+    rows = evaluate_labels(t, p, labels, spacing_axes, SURFACE_TOLERANCE)
+    return [{"case": name, **{k: (None if isinstance(v, float) and np.isnan(v) else v) for k, v in row.items()}}
+            for row in rows]
 
 
 def _summarise(rows):

@@ -54,6 +54,7 @@ __all__ = [
     "average_surface_distance",
     "surface_dice",
     "evaluate",
+    "evaluate_labels",
     "summarize",
     "DiceMetric",
 ]
@@ -398,6 +399,58 @@ def evaluate(y_true, y_pred, empty_value=1.0, spacing_mm=None, distances=False, 
     frame = pd.DataFrame(table)
     frame.index.name = "image"
     return frame
+
+
+def evaluate_labels(y_true, y_pred, labels=None, spacing_mm=None, tolerance_mm=1.0):
+    """Every metric for each label of one case (a 2D image or a 3D volume of label maps).
+
+    Parameters
+    ----------
+    y_true, y_pred : array of int, shape (H, W) or (D, H, W), the same shape
+        Label maps (0 background) of one case; a 3D array is scored as one volume.
+    labels : sequence of int, optional
+        Labels to score; by default every non-zero label in either map (1 for binary).
+    spacing_mm : sequence of float, optional
+        Size of a pixel/voxel along each axis; distances in mm and sizes in mm^2 (2D) or
+        mL (3D) when given, pixels otherwise.
+    tolerance_mm : float
+        Tolerance of the surface Dice.
+
+    Returns
+    -------
+    list of dict
+        One row per label: ``label``, ``dice``, ``iou``, ``precision``, ``sensitivity``,
+        ``specificity``, ``volume_difference``, ``hd95``, ``hd_max``, ``assd``,
+        ``surface_dice``, ``distance_unit`` and, with a spacing, ``true_area_mm2`` /
+        ``pred_area_mm2`` (2D) or ``true_volume_ml`` / ``pred_volume_ml`` (3D). Undefined
+        values (see the empty-mask rules) are NaN.
+    """
+    check_same_shape(y_true, y_pred, "y_true", "y_pred")
+    truth = check_array(y_true, "y_true", ndim=(2, 3), dtype_kind="biu")
+    pred = check_array(y_pred, "y_pred", ndim=(2, 3), dtype_kind="biu")
+    if labels is None:
+        labels = sorted(set(np.unique(truth).tolist()) | set(np.unique(pred).tolist()) - {0}) or [1]
+    rows = []
+    for label in labels:
+        t, p = truth == label, pred == label
+        row = {"label": int(label)}
+        for name in METRIC_NAMES:
+            row[name] = _metric(name, t, p, per_image=False)
+        row["hd95"] = hausdorff_distance(t, p, spacing_mm)
+        row["hd_max"] = hausdorff_distance(t, p, spacing_mm, 100)
+        row["assd"] = average_surface_distance(t, p, spacing_mm)
+        row["surface_dice"] = surface_dice(t, p, tolerance_mm, spacing_mm)
+        row["distance_unit"] = "mm" if spacing_mm is not None else "pixel"
+        if spacing_mm is not None:
+            size = float(np.prod(spacing_mm))  # mm^2 per pixel or mm^3 per voxel
+            if truth.ndim == 3:
+                row["true_volume_ml"] = float(t.sum()) * size / 1000.0
+                row["pred_volume_ml"] = float(p.sum()) * size / 1000.0
+            else:
+                row["true_area_mm2"] = float(t.sum()) * size
+                row["pred_area_mm2"] = float(p.sum()) * size
+        rows.append(row)
+    return rows
 
 
 def summarize(table):

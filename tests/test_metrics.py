@@ -170,3 +170,18 @@ def test_evaluate_with_distances():
     assert list(table["hd_max"]) == pytest.approx([2.0, 0.0])  # one extra pixel one column (2 mm) away
     summary = mc.metrics.summarize(table)
     assert "hd95" in summary.columns
+
+
+def test_evaluate_labels_multiclass_in_mm():
+    truth = np.zeros((2, 4, 4), np.uint8)
+    truth[0, :2, :2] = 1
+    truth[1, 2:, 2:] = 2
+    pred = truth.copy()
+    pred[1, 2, 2] = 0  # one voxel of label 2 missed
+    rows = mc.metrics.evaluate_labels(truth, pred, spacing_mm=(2.0, 0.5, 0.5))
+    by_label = {r["label"]: r for r in rows}
+    assert by_label[1]["dice"] == 1.0 and by_label[1]["hd_max"] == 0.0
+    assert by_label[2]["dice"] == pytest.approx(2 * 3 / (4 + 3))
+    assert by_label[2]["true_volume_ml"] == pytest.approx(4 * 0.5 / 1000)  # 4 voxels of 0.5 mm^3
+    assert by_label[2]["distance_unit"] == "mm"
+    assert mc.metrics.evaluate_labels(np.zeros((3, 3), int), np.zeros((3, 3), int))[0]["dice"] == 1.0
