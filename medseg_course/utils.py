@@ -15,6 +15,7 @@ import importlib.metadata
 import os
 import platform
 import random
+import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -122,6 +123,9 @@ def setup(seed=0, threads=2, deterministic=True):
     # Must be set before TensorFlow is first imported; 2 still leaks error-level lines.
     os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
     os.environ.setdefault("PYTHONHASHSEED", str(seed))
+    # tqdm warns in notebooks without ipywidgets whenever a library imports tqdm.auto;
+    # it is noise for readers and would be compared by nbval.
+    warnings.filterwarnings("ignore", message="IProgress not found")
     import tensorflow as tf  # noqa: PLC0415  (only here: importing TF costs ~5 s)
     import keras  # noqa: PLC0415
 
