@@ -51,6 +51,7 @@ notebooks: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/train_throughput.py --save benchmarks/results/train_throughput.json
+	$(BIN)/python benchmarks/notebook_times.py --save benchmarks/results/notebook_times.json
 
 lab: $(STAMP)
 	test -x $(BIN)/jupyter-lab || $(BIN)/python -m pip install --quiet "jupyterlab==4.6.6"

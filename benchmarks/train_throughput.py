@@ -18,9 +18,7 @@ Usage: ``python benchmarks/train_throughput.py [--save results/train_throughput.
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -33,6 +31,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 import medseg_course as mc  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from _report import emit, machine  # noqa: E402
 
 
 def training_rate(model, images, masks, batch_size, epochs, repeats=3):
@@ -82,8 +82,7 @@ def main(argv=None):
     article = mc.models.build_seed_encoder_decoder((128, 128, 1))
     result = {
         "machine": {
-            "cpu": platform.processor() or platform.machine(),
-            "cores": os.cpu_count(),
+            **machine(),
             "threads": info.threads,
             "device": info.device,
             "tensorflow": info.versions.get("tensorflow-cpu", info.versions.get("tensorflow")),
@@ -93,11 +92,7 @@ def main(argv=None):
     }
     if not args.skip_tour:
         result["quick_tour_seconds"] = quick_tour_seconds()
-    text = json.dumps(result, indent=2)
-    print(text)
-    if args.save:
-        args.save.parent.mkdir(parents=True, exist_ok=True)
-        args.save.write_text(text + "\n")
+    emit(result, args.save)
 
 
 if __name__ == "__main__":

@@ -1,4 +1,3 @@
-import os
 
 import nibabel as nib
 import numpy as np
@@ -6,7 +5,6 @@ import pydicom
 import pytest
 from pydicom.data import get_testdata_file
 
-import medseg_course as mc
 from medseg_course import io
 
 CT = get_testdata_file("CT_small.dcm")

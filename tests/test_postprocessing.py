@@ -1,7 +1,6 @@
 import numpy as np
 import pytest
 
-import medseg_course as mc
 from medseg_course import postprocessing as post
 
 

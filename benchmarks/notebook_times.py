@@ -1,0 +1,68 @@
+"""Wall time and peak memory of every chapter, each executed in a fresh kernel.
+
+Prints JSON: per notebook the seconds ``jupyter-execute`` takes (kernel start included) and
+the peak resident memory of the kernel process, and the total. Notebooks run on temporary
+copies, so the committed outputs are untouched.
+
+Usage: ``python benchmarks/notebook_times.py [--save FILE] [NOTEBOOK ...]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from _report import emit, machine  # noqa: E402
+
+# Runs jupyter-execute and reports the peak RSS of its descendants (the kernel) in KiB.
+_PROBE = (
+    "import resource, subprocess, sys; "
+    "r = subprocess.run(sys.argv[1:], capture_output=True, text=True); "
+    "sys.stderr.write(r.stderr[-2000:] if r.returncode else ''); "
+    "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss); sys.exit(r.returncode)"
+)
+
+
+def time_notebook(notebook):
+    with tempfile.TemporaryDirectory() as tmp:
+        copy = Path(tmp) / notebook.name
+        copy.write_bytes(notebook.read_bytes())
+        command = [sys.executable, "-c", _PROBE, str(Path(sys.executable).with_name("jupyter-execute")),
+                   "--timeout=600", str(copy)]
+        start = time.perf_counter()
+        result = subprocess.run(command, capture_output=True, text=True, cwd=notebook.parent,
+                                env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+        seconds = time.perf_counter() - start
+    if result.returncode:
+        raise RuntimeError(f"{notebook.name} failed:\n{result.stderr}")
+    return {"seconds": round(seconds, 1), "peak_memory_mb": round(int(result.stdout.split()[-1]) / 1024, 0)}
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("notebooks", nargs="*", type=Path, help="default: every book/*.ipynb")
+    parser.add_argument("--save", type=Path)
+    args = parser.parse_args(argv)
+    notebooks = args.notebooks or sorted((ROOT / "book").glob("*.ipynb"))
+    results = {}
+    for notebook in notebooks:
+        results[notebook.name] = time_notebook(notebook.resolve())
+        print(notebook.name, results[notebook.name], file=sys.stderr, flush=True)
+    report = {
+        "machine": machine(),
+        "notebooks": results,
+        "total_seconds": round(sum(r["seconds"] for r in results.values()), 1),
+        "max_peak_memory_mb": max(r["peak_memory_mb"] for r in results.values()),
+    }
+    emit(report, args.save)
+
+
+if __name__ == "__main__":
+    main()
