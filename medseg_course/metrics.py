@@ -97,14 +97,19 @@ def confusion_counts(y_true, y_pred, per_image=True):
     ValueError
         For shapes that differ, non-binary values, NaN or empty arrays.
     """
+    return _counts(y_true, y_pred, per_image)[0]
+
+
+def _counts(y_true, y_pred, per_image):
+    """Confusion counts, and whether the input was a single image (validates once)."""
     check_same_shape(y_true, y_pred, "y_true", "y_pred")
-    truth, _ = _flatten(y_true, "y_true", per_image)
+    truth, single = _flatten(y_true, "y_true", per_image)
     pred, _ = _flatten(y_pred, "y_pred", per_image)
     tp = np.count_nonzero(truth & pred, axis=1)
     fp = np.count_nonzero(~truth & pred, axis=1)
     fn = np.count_nonzero(truth & ~pred, axis=1)
     tn = truth.shape[1] - tp - fp - fn
-    return {"tp": tp, "fp": fp, "fn": fn, "tn": tn}
+    return {"tp": tp, "fp": fp, "fn": fn, "tn": tn}, single
 
 
 def _ratio(numerator, denominator, both_empty, empty_value):
@@ -116,24 +121,26 @@ def _ratio(numerator, denominator, both_empty, empty_value):
     return out
 
 
-def _metric(name, y_true, y_pred, per_image=True, empty_value=1.0):
-    check_same_shape(y_true, y_pred, "y_true", "y_pred")
-    single = _flatten(y_true, "y_true", per_image)[1]
-    c = confusion_counts(y_true, y_pred, per_image)
+def _from_counts(name, c, empty_value=1.0):
+    """One metric, shape (B,), from confusion counts (the module docstring's 0/0 rules)."""
     tp, fp, fn, tn = c["tp"], c["fp"], c["fn"], c["tn"]
     both_empty = (tp + fp + fn) == 0
     if name == "dice":
-        value = _ratio(2 * tp, 2 * tp + fp + fn, both_empty, empty_value)
-    elif name == "iou":
-        value = _ratio(tp, tp + fp + fn, both_empty, empty_value)
-    elif name == "precision":
-        value = _ratio(tp, tp + fp, both_empty, empty_value)
-    elif name == "sensitivity":
-        value = _ratio(tp, tp + fn, both_empty, empty_value)
-    elif name == "specificity":
-        value = _ratio(tn, tn + fp, (tn + fp) == 0, empty_value)
-    else:  # volume_difference
-        value = _ratio((tp + fp) - (tp + fn), tp + fn, both_empty, 0.0)
+        return _ratio(2 * tp, 2 * tp + fp + fn, both_empty, empty_value)
+    if name == "iou":
+        return _ratio(tp, tp + fp + fn, both_empty, empty_value)
+    if name == "precision":
+        return _ratio(tp, tp + fp, both_empty, empty_value)
+    if name == "sensitivity":
+        return _ratio(tp, tp + fn, both_empty, empty_value)
+    if name == "specificity":
+        return _ratio(tn, tn + fp, (tn + fp) == 0, empty_value)
+    return _ratio((tp + fp) - (tp + fn), tp + fn, both_empty, 0.0)  # volume_difference
+
+
+def _metric(name, y_true, y_pred, per_image=True, empty_value=1.0):
+    counts, single = _counts(y_true, y_pred, per_image)
+    value = _from_counts(name, counts, empty_value)
     return float(value[0]) if single else value
 
 
@@ -375,14 +382,7 @@ def evaluate(y_true, y_pred, empty_value=1.0, spacing_mm=None, distances=False, 
     import pandas as pd  # noqa: PLC0415
 
     c = confusion_counts(y_true, y_pred)
-    table = {
-        name: np.atleast_1d(
-            _metric(name, y_true, y_pred, True, empty_value)
-            if name != "volume_difference"
-            else volume_difference(y_true, y_pred)
-        )
-        for name in METRIC_NAMES
-    }
+    table = {name: _from_counts(name, c, empty_value) for name in METRIC_NAMES}
     table["true_pixels"] = c["tp"] + c["fn"]
     table["pred_pixels"] = c["tp"] + c["fp"]
     if distances:
@@ -433,9 +433,8 @@ def evaluate_labels(y_true, y_pred, labels=None, spacing_mm=None, tolerance_mm=1
     rows = []
     for label in labels:
         t, p = truth == label, pred == label
-        row = {"label": int(label)}
-        for name in METRIC_NAMES:
-            row[name] = _metric(name, t, p, per_image=False)
+        counts, _ = _counts(t, p, per_image=False)
+        row = {"label": int(label), **{name: float(_from_counts(name, counts)[0]) for name in METRIC_NAMES}}
         row["hd95"] = hausdorff_distance(t, p, spacing_mm)
         row["hd_max"] = hausdorff_distance(t, p, spacing_mm, 100)
         row["assd"] = average_surface_distance(t, p, spacing_mm)
