@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage
 
-from medseg_course.utils import check_positive
+from medseg_course.utils import check_array, check_positive
 
 __all__ = [
     "PHANTOM_CLASSES",
@@ -374,6 +374,54 @@ def load_mni152_slices(target="brain", image_size=128, resolution=2, min_foregro
     if target != "tissue":
         masks = masks[..., None].astype(np.float32)
     return SliceSet(images, masks, np.asarray(keep), (pixel_mm, pixel_mm))
+
+
+def add_simulated_head(images, brain_masks, pixel_mm, seed=0):
+    """Wrap skull-stripped brain slices in a simulated CSF rim, skull and scalp.
+
+    nilearn's MNI152 template ships skull-stripped, so brain extraction on it is trivial
+    (everything non-zero is brain). This adds, outside each slice's brain mask and at
+    physical thicknesses, the layers a T1-weighted head scan shows: a dark CSF/meninges rim
+    (0-2 mm), dark cortical bone (2-7 mm) and bright scalp fat (7-13 mm, brightness drawn per
+    slice from 0.55-0.9 with a mild texture). The brain pixels are not changed.
+
+    Parameters
+    ----------
+    images : array, shape (N, H, W, 1), float in [0, 1]
+    brain_masks : array, shape (N, H, W) or (N, H, W, 1), non-zero inside the brain
+    pixel_mm : float
+        In-plane pixel size in mm (``SliceSet.spacing_mm[0]``).
+    seed : int
+
+    Returns
+    -------
+    ndarray, float32, same shape as ``images``
+
+    Raises
+    ------
+    ValueError
+        For mismatched shapes or a non-positive ``pixel_mm``.
+    """
+    images = check_array(images, "images", ndim=4, dtype_kind="f")
+    brain = check_array(brain_masks, "brain_masks", ndim=(3, 4), dtype_kind="biuf")
+    brain = (brain[..., 0] if brain.ndim == 4 else brain) > 0
+    if brain.shape != images.shape[:3]:
+        raise ValueError(
+            "brain_masks must match images in number, height and width. "
+            f"Received: images.shape={images.shape}, brain_masks.shape={np.shape(brain_masks)}"
+        )
+    check_positive(pixel_mm, "pixel_mm")
+    rng = np.random.default_rng(seed)
+    out = images.astype(np.float32).copy()
+    for i in range(len(out)):
+        mm = ndimage.distance_transform_edt(~brain[i]) * pixel_mm
+        plane = out[i, ..., 0]
+        plane[(mm > 0) & (mm <= 2)] = 0.08
+        plane[(mm > 2) & (mm <= 7)] = 0.03
+        scalp = (mm > 7) & (mm <= 13)
+        texture = ndimage.gaussian_filter(rng.normal(0, 1, plane.shape), 1.5)
+        plane[scalp] = rng.uniform(0.55, 0.9) + 0.05 * texture[scalp] / max(texture.std(), 1e-6)
+    return np.clip(out, 0, 1)
 
 
 def _fit_square(plane, size, order):

@@ -129,6 +129,9 @@ def setup(seed=0, threads=2, deterministic=True):
     import tensorflow as tf  # noqa: PLC0415  (only here: importing TF costs ~5 s)
     import keras  # noqa: PLC0415
 
+    # TensorFlow's Python logger warns about tf.function retracing whenever a notebook
+    # builds and evaluates several models in a loop: expected here, and noise for readers.
+    tf.get_logger().setLevel("ERROR")
     if threads is not None:
         _pin_threads(tf, int(threads))
     random.seed(seed)

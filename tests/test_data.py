@@ -131,3 +131,23 @@ def test_mni152_bad_arguments():
         mc.data.load_mni152_slices("csf")
     with pytest.raises(ValueError, match="resolution"):
         mc.data.load_mni152_slices(resolution=3)
+
+
+def test_add_simulated_head_keeps_brain_and_adds_bright_scalp():
+    images = np.zeros((2, 64, 64, 1), np.float32)
+    brain = np.zeros((2, 64, 64), np.uint8)
+    brain[:, 20:44, 20:44] = 1
+    images[brain.astype(bool)] = 0.5
+    out = mc.data.add_simulated_head(images, brain, pixel_mm=1.0, seed=0)
+    assert out.shape == images.shape and out.dtype == np.float32
+    np.testing.assert_array_equal(out[brain.astype(bool)], 0.5)
+    # 10 mm outside the brain lies in the scalp (7-13 mm): bright; 4 mm out is bone: dark
+    assert out[0, 32, 20 - 10, 0] > 0.4 and out[0, 32, 20 - 4, 0] < 0.1
+    assert out[0, 0, 0, 0] == 0  # far outside the head stays air
+
+
+def test_add_simulated_head_rejects_mismatched_masks():
+    with pytest.raises(ValueError, match="brain_masks must match"):
+        mc.data.add_simulated_head(np.zeros((2, 32, 32, 1), np.float32), np.zeros((3, 32, 32)), pixel_mm=1.0)
+    with pytest.raises(ValueError, match="pixel_mm"):
+        mc.data.add_simulated_head(np.zeros((1, 32, 32, 1), np.float32), np.zeros((1, 32, 32)), pixel_mm=0)
