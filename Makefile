@@ -44,7 +44,7 @@ book-ci: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest tests book $(NBVAL) --nbval-current-env --nbval-cell-timeout=600 \
-		--sanitize-with tests/nbval_sanitize.cfg
+		--nbval-sanitize-with tests/nbval_sanitize.cfg
 
 notebooks: $(STAMP)
 	$(BIN)/jupyter-execute --inplace --timeout=600 $(NOTEBOOKS)
