@@ -493,8 +493,7 @@ def _cmd_evaluate(args):
         if truth.ndim == 3 and truth.shape[-1] == 1:
             truth, pred = truth[..., 0], pred[..., 0]
         if truth.ndim == 3:  # a volume in nibabel (i, j, k) order -> slices first
-            truth, pred = np.moveaxis(truth, 2, 0), np.moveaxis(pred, 2, 0)
-            spacing = None if spacing is None else (spacing[0], spacing[1], spacing[2])
+            truth, pred = np.moveaxis(truth, 2, 0), np.moveaxis(pred, 2, 0)  # _score reorders the spacing
         else:
             truth, pred = truth[None], pred[None]
         num_classes = 1 if max(truth.max(), pred.max()) <= 1 else int(max(truth.max(), pred.max())) + 1

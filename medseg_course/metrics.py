@@ -320,7 +320,36 @@ def hausdorff_distance(y_true, y_pred, spacing_mm=None, percentile=95):
     distances = surface_distances(y_true, y_pred, spacing_mm)
     if distances is None:
         return _empty_rule(y_true, y_pred, 0.0)
+    return _hausdorff(distances, percentile)
+
+
+def _hausdorff(distances, percentile):
     return float(max(np.percentile(d, percentile) for d in distances))
+
+
+def _assd(distances):
+    return float(np.concatenate(distances).mean())
+
+
+def _surface_dice(distances, tolerance_mm):
+    within = sum(int(np.count_nonzero(d <= tolerance_mm + 1e-9)) for d in distances)
+    return within / sum(d.size for d in distances)
+
+
+def _check_tolerance(tolerance_mm):
+    if not tolerance_mm >= 0:
+        raise ValueError(f"tolerance_mm must be >= 0. Received: tolerance_mm={tolerance_mm}")
+
+
+def _distance_metrics(y_true, y_pred, spacing_mm, tolerance_mm):
+    """``hd95``, ``hd_max``, ``assd`` and ``surface_dice`` from one computation of the surface distances."""
+    distances = surface_distances(y_true, y_pred, spacing_mm)
+    if distances is None:
+        one_empty = _empty_rule(y_true, y_pred, 0.0)
+        return {"hd95": one_empty, "hd_max": one_empty, "assd": one_empty,
+                "surface_dice": _empty_rule(y_true, y_pred, 1.0)}
+    return {"hd95": _hausdorff(distances, 95), "hd_max": _hausdorff(distances, 100),
+            "assd": _assd(distances), "surface_dice": _surface_dice(distances, tolerance_mm)}
 
 
 def average_surface_distance(y_true, y_pred, spacing_mm=None):
@@ -334,7 +363,7 @@ def average_surface_distance(y_true, y_pred, spacing_mm=None):
     distances = surface_distances(y_true, y_pred, spacing_mm)
     if distances is None:
         return _empty_rule(y_true, y_pred, 0.0)
-    return float(np.concatenate(distances).mean())
+    return _assd(distances)
 
 
 def surface_dice(y_true, y_pred, tolerance_mm, spacing_mm=None):
@@ -349,13 +378,11 @@ def surface_dice(y_true, y_pred, tolerance_mm, spacing_mm=None):
     float in [0, 1]
         1.0 if both masks are empty, NaN if exactly one is.
     """
-    if not tolerance_mm >= 0:
-        raise ValueError(f"tolerance_mm must be >= 0. Received: tolerance_mm={tolerance_mm}")
+    _check_tolerance(tolerance_mm)
     distances = surface_distances(y_true, y_pred, spacing_mm)
     if distances is None:
         return _empty_rule(y_true, y_pred, 1.0)
-    within = sum(int(np.count_nonzero(d <= tolerance_mm + 1e-9)) for d in distances)
-    return within / sum(d.size for d in distances)
+    return _surface_dice(distances, tolerance_mm)
 
 
 def evaluate(y_true, y_pred, empty_value=1.0, spacing_mm=None, distances=False, tolerance_mm=1.0):
@@ -386,16 +413,15 @@ def evaluate(y_true, y_pred, empty_value=1.0, spacing_mm=None, distances=False, 
     table["true_pixels"] = c["tp"] + c["fn"]
     table["pred_pixels"] = c["tp"] + c["fp"]
     if distances:
+        _check_tolerance(tolerance_mm)
         truth = np.asarray(y_true)
         pred = np.asarray(y_pred)
         if truth.ndim == 2:
             truth, pred = truth[None], pred[None]
         if truth.ndim == 4:
             truth, pred = truth[..., 0], pred[..., 0]
-        table["hd95"] = [hausdorff_distance(t, p, spacing_mm) for t, p in zip(truth, pred)]
-        table["hd_max"] = [hausdorff_distance(t, p, spacing_mm, 100) for t, p in zip(truth, pred)]
-        table["assd"] = [average_surface_distance(t, p, spacing_mm) for t, p in zip(truth, pred)]
-        table["surface_dice"] = [surface_dice(t, p, tolerance_mm, spacing_mm) for t, p in zip(truth, pred)]
+        rows = [_distance_metrics(t, p, spacing_mm, tolerance_mm) for t, p in zip(truth, pred)]
+        table.update({name: [row[name] for row in rows] for name in rows[0]})
     frame = pd.DataFrame(table)
     frame.index.name = "image"
     return frame
@@ -428,6 +454,7 @@ def evaluate_labels(y_true, y_pred, labels=None, spacing_mm=None, tolerance_mm=1
     check_same_shape(y_true, y_pred, "y_true", "y_pred")
     truth = check_array(y_true, "y_true", ndim=(2, 3), dtype_kind="biu")
     pred = check_array(y_pred, "y_pred", ndim=(2, 3), dtype_kind="biu")
+    _check_tolerance(tolerance_mm)
     if labels is None:
         labels = sorted(set(np.unique(truth).tolist()) | set(np.unique(pred).tolist()) - {0}) or [1]
     rows = []
@@ -435,10 +462,7 @@ def evaluate_labels(y_true, y_pred, labels=None, spacing_mm=None, tolerance_mm=1
         t, p = truth == label, pred == label
         counts, _ = _counts(t, p, per_image=False)
         row = {"label": int(label), **{name: float(_from_counts(name, counts)[0]) for name in METRIC_NAMES}}
-        row["hd95"] = hausdorff_distance(t, p, spacing_mm)
-        row["hd_max"] = hausdorff_distance(t, p, spacing_mm, 100)
-        row["assd"] = average_surface_distance(t, p, spacing_mm)
-        row["surface_dice"] = surface_dice(t, p, tolerance_mm, spacing_mm)
+        row.update(_distance_metrics(t, p, spacing_mm, tolerance_mm))
         row["distance_unit"] = "mm" if spacing_mm is not None else "pixel"
         if spacing_mm is not None:
             size = float(np.prod(spacing_mm))  # mm^2 per pixel or mm^3 per voxel
