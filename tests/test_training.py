@@ -136,3 +136,48 @@ def test_time_budget_and_resume(tf_setup, small_data, tmp_path):
     assert len((tmp_path / "log.csv").read_text().splitlines()) == 1 + 3
     with pytest.raises(FileNotFoundError, match="Cannot resume"):
         mc.training.fit(resumed, (images, masks), epochs=1, out_dir=tmp_path / "new", resume=True)
+
+
+def test_reinitialize_restarts_training_from_scratch(tf_setup, small_data):
+    images, masks = small_data
+    model = mc.training.compile_model(mc.models.build_unet((32, 32, 1), depth=2, base_filters=8), "dice_ce", 3e-3)
+    learning_rate = float(model.optimizer.learning_rate.numpy())
+
+    def run(seed):
+        mc.training.reinitialize(model, seed)
+        assert int(model.optimizer.iterations.numpy()) == 0
+        start = [w.copy() for w in model.get_weights()]
+        data = mc.training.make_dataset(images, masks, batch_size=8, seed=seed)
+        model.fit(data, epochs=2, verbose=0)
+        return start, model.get_weights()
+
+    start_a, end_a = run(1)
+    start_b, end_b = run(2)
+    start_c, end_c = run(1)
+    assert int(model.optimizer.iterations.numpy()) == 6
+    assert float(model.optimizer.learning_rate.numpy()) == learning_rate  # not reset to 0
+    assert any(not np.array_equal(a, b) for a, b in zip(start_a, start_b))  # a new draw per seed
+    for a, c in zip(start_a + end_a, start_c + end_c):  # same seed: the same run, bit for bit
+        np.testing.assert_array_equal(a, c)
+    with pytest.raises(ValueError, match="seed"):
+        mc.training.reinitialize(model, -1)
+
+
+def test_reinitialize_equals_a_model_built_under_the_seed(tf_setup, small_data):
+    keras = pytest.importorskip("keras")
+    images, masks = small_data
+
+    def build():
+        return mc.training.compile_model(mc.models.build_unet((32, 32, 1), depth=2, base_filters=8, dropout=0.3), "bce")
+
+    def train(model):
+        model.fit(mc.training.make_dataset(images, masks, batch_size=8, seed=5), epochs=2, verbose=0)
+        return model.get_weights()
+
+    keras.utils.set_random_seed(5)
+    built = train(build())
+    reused = build()
+    train(reused)  # trained once already: weights, Adam moments and dropout state all moved
+    reinitialized = train(mc.training.reinitialize(reused, 5))
+    for a, b in zip(built, reinitialized):
+        np.testing.assert_array_equal(a, b)
