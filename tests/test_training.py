@@ -1,3 +1,4 @@
+import keras
 import numpy as np
 import pytest
 
@@ -58,7 +59,7 @@ def test_fit_learns_and_writes_outputs(tf_setup, small_data, tmp_path):
     assert (tmp_path / "best.keras").exists()
     log = (tmp_path / "log.csv").read_text().splitlines()
     assert len(log) == 4 and "val_dice" in log[0]
-    reloaded = __import__("keras").models.load_model(tmp_path / "best.keras")
+    reloaded = keras.models.load_model(tmp_path / "best.keras")
     assert reloaded.count_params() == model.count_params()
     with pytest.raises(FileExistsError, match="overwrite"):
         mc.training.fit(model, (images[:16], masks[:16]), (images[16:], masks[16:]), epochs=1, out_dir=tmp_path)
@@ -164,7 +165,6 @@ def test_reinitialize_restarts_training_from_scratch(tf_setup, small_data):
 
 
 def test_reinitialize_equals_a_model_built_under_the_seed(tf_setup, small_data):
-    keras = pytest.importorskip("keras")
     images, masks = small_data
 
     def build():
