@@ -6,15 +6,23 @@ MNI152 brain) into a run folder::
     RUN_DIR/config.json    every setting, the data split and how inputs are preprocessed
     RUN_DIR/log.csv        one row per epoch (loss, Dice, validation loss and Dice, time)
     RUN_DIR/model.keras    the model of the best validation Dice
-    RUN_DIR/last.keras     the last epoch's model and optimizer state (for --resume)
+    RUN_DIR/best.keras     the same, written during training whenever validation Dice improved
+    RUN_DIR/resume.npz     model, optimizer and random state after the last epoch (--resume)
     RUN_DIR/metrics.json   validation metrics per case and their summary
     RUN_DIR/overlays/      a few validation cases with truth and prediction contours
+
+Every file is written to a temporary name and renamed, so a run killed at any moment
+(power cut, ``kill -9``) leaves complete files, and ``--resume`` continues from the last
+completed epoch to the result an uninterrupted run would have reached. Ctrl-C stops after
+saving the best model so far. A run folder is never reused without ``--overwrite`` (which
+replaces only the files listed here) or ``--resume``.
 
 ``predict`` applies a run's model to new images and writes masks at each image's original
 size and geometry (PNG for photographs and PNG inputs, NIfTI for NIfTI and DICOM inputs).
 ``evaluate`` compares predicted masks with reference masks, in millimetres where the files
 carry a spacing. Errors are one line on stderr with a non-zero exit code; input folders are
-only ever read.
+only ever read. Models are loaded with Keras' ``safe_mode`` (a ``.keras`` file cannot run
+code); legacy HDF5 and SavedModel files, which can, need ``--allow-legacy-model``.
 """
 
 from __future__ import annotations
@@ -31,6 +39,12 @@ import numpy as np
 __all__ = ["main", "build_parser"]
 
 CONFIG_NAME = "config.json"
+#: What ``train`` writes into a run folder (``--overwrite`` deletes these and nothing else).
+RUN_FILES = ("config.json", "log.csv", "model.keras", "best.keras", "resume.npz", "metrics.json", "overlays")
+#: Settings that must match for ``--resume`` to continue a run.
+RESUME_KEYS = ("data", "mode", "input_size", "channels", "num_classes", "model", "depth", "base_filters", "width",
+               "loss", "batch_size", "learning_rate", "augment", "seed", "threads", "split")
+LEGACY_MODEL_SUFFIXES = (".h5", ".hdf5", ".pb")
 #: Tolerance of the surface Dice, in ``distance_unit`` (mm where the spacing is known).
 SURFACE_TOLERANCE = 1.0
 MODEL_NAME = "model.keras"
@@ -105,6 +119,79 @@ def _progress(iterable, total, description):
     from tqdm import tqdm  # noqa: PLC0415
 
     return tqdm(iterable, total=total, desc=description, unit="case", disable=not sys.stderr.isatty(), file=sys.stderr)
+
+
+class CLIInterrupted(Exception):
+    """Ctrl-C during a command; the message says what was kept."""
+
+
+def _write_json(path, payload):
+    from medseg_course.utils import atomic_path  # noqa: PLC0415
+
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(payload, indent=2))
+
+
+def _save_model(model, path):
+    from medseg_course.utils import atomic_path  # noqa: PLC0415
+
+    with atomic_path(path, suffix=".keras") as tmp:
+        model.save(tmp)
+
+
+def _epochs_logged(out):
+    log = out / "log.csv"
+    return max(0, len(log.read_text().splitlines()) - 1) if log.is_file() else 0
+
+
+def _check_run_folder(out, args):
+    """Refuse to mix a new run into an old one, or to write into the data folder."""
+    if args.overwrite and args.resume:
+        raise CLIError("--overwrite and --resume contradict each other; pass one of them.")
+    if args.data not in ("phantom", "mni152"):
+        data = Path(args.data).resolve()
+        target = out.resolve()
+        if target == data or data in target.parents:
+            raise CLIError(f"--out {out} is inside the data folder {data}; write runs elsewhere so the data stay untouched.")
+    if out.exists() and not out.is_dir():
+        raise CLIError(f"--out {out} is a file, not a folder; choose a folder name for the run.")
+    if args.resume:
+        if not (out / CONFIG_NAME).is_file():
+            raise CLIError(f"{out / CONFIG_NAME}: not found, so there is no run to resume in {out}; start without --resume.")
+        return
+    if out.exists() and any(out.iterdir()) and not args.overwrite:
+        raise CLIError(f"{out} exists and is not empty; choose a new --out, or pass --overwrite or --resume.")
+    if args.overwrite and out.is_dir():
+        foreign = [p.name for p in out.iterdir() if p.name not in RUN_FILES]
+        if foreign:
+            raise CLIError(
+                f"{out} holds files that are not from a medseg-course run ({', '.join(sorted(foreign)[:3])}); "
+                "--overwrite only replaces run folders. Choose another --out."
+            )
+
+
+def _clear_run_folder(out):
+    import shutil  # noqa: PLC0415
+
+    for name in RUN_FILES:
+        path = out / name
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        elif path.exists() or path.is_symlink():
+            path.unlink()
+
+
+def _check_resumable(out, config):
+    try:
+        saved = json.loads((out / CONFIG_NAME).read_text())
+    except (OSError, ValueError) as err:
+        raise CLIError(f"{out / CONFIG_NAME}: not readable ({type(err).__name__}); cannot resume this run.") from None
+    changed = [key for key in RESUME_KEYS if saved.get(key) != json.loads(json.dumps(config.get(key)))]
+    if changed:
+        raise CLIError(
+            f"{out / CONFIG_NAME}: the run was started with other settings ({', '.join(changed)}); "
+            "resume with the original command line, or start a new run."
+        )
 
 
 # ------------------------------------------------------------------------- train
@@ -184,8 +271,7 @@ def _cmd_train(args):
     from medseg_course import utils  # noqa: PLC0415
 
     out = Path(args.out)
-    if out.exists() and any(out.iterdir()) and not (args.overwrite or args.resume):
-        raise CLIError(f"{out} exists and is not empty; choose a new --out, or pass --overwrite or --resume.")
+    _check_run_folder(out, args)
     info_env = utils.setup(seed=args.seed, threads=args.threads)
     from medseg_course import losses, models, training  # noqa: PLC0415
 
@@ -211,7 +297,6 @@ def _cmd_train(args):
     augment = None if args.no_augment else training.Augmentation()
     train_ds = training.make_dataset(x_train, y_train, batch_size=args.batch_size, augment=augment, seed=args.seed)
     val_ds = training.make_dataset(x_val, y_val, batch_size=args.batch_size, shuffle=False)
-    out.mkdir(parents=True, exist_ok=True)
     config = {
         "command": "train",
         "data": source_info,
@@ -239,23 +324,37 @@ def _cmd_train(args):
         "device": info_env.device,
         "versions": info_env.versions,
     }
-    (out / CONFIG_NAME).write_text(json.dumps(config, indent=2))
+    if args.resume:
+        _check_resumable(out, config)
+    else:
+        if args.overwrite:
+            _clear_run_folder(out)
+        utils.check_writable_folder(out)
+        _write_json(out / CONFIG_NAME, config)
     print(
         f"training {model.name} ({model.count_params():,} parameters) on {len(x_train)} {mode} samples "
         f"of {size}x{size}x{channels}, validating on {len(x_val)}; run folder {out}",
         file=sys.stderr,
     )
-    history = training.fit(
-        model, train_ds, val_ds, epochs=args.epochs, patience=args.patience, out_dir=out,
-        overwrite=args.overwrite, verbose=1 if sys.stdout.isatty() else 2,
-        time_budget_s=None if args.time_budget is None else args.time_budget * 60, resume=args.resume,
-    )
-    model.save(out / MODEL_NAME)
+    try:
+        training.fit(
+            model, train_ds, val_ds, epochs=args.epochs, patience=args.patience, out_dir=out,
+            overwrite=args.overwrite, verbose=1 if sys.stdout.isatty() else 2,
+            time_budget_s=None if args.time_budget is None else args.time_budget * 60, resume=args.resume,
+        )
+    except KeyboardInterrupt:
+        _save_model(model, out / MODEL_NAME)  # fit restored the best weights so far
+        epochs_done = _epochs_logged(out)
+        raise CLIInterrupted(
+            f"interrupted after {epochs_done} complete epoch(s); the best model so far is {out / MODEL_NAME} "
+            f"and the log {out / 'log.csv'}. Continue with the same command and --resume."
+        ) from None
+    _save_model(model, out / MODEL_NAME)
     train_seconds = time.perf_counter() - start
     metrics = _validation_metrics(model, config, val_cases, out)
     metrics["train_seconds"] = round(train_seconds, 1)
-    metrics["epochs_run"] = len(history.get("loss", []))
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    metrics["epochs_run"] = _epochs_logged(out)
+    _write_json(out / "metrics.json", metrics)
     summary = metrics["summary"]
     print(json.dumps({"run": str(out), "val_dice": summary.get("dice"), "train_seconds": metrics["train_seconds"],
                       "epochs_run": metrics["epochs_run"]}))
@@ -353,7 +452,7 @@ def _save_overlay(image, truth, pred, path, title):
 # ------------------------------------------------------------------------ predict
 
 
-def _load_run(model_path):
+def _load_run(model_path, allow_legacy=False):
     import keras  # noqa: PLC0415
 
     import medseg_course.losses  # noqa: F401, PLC0415  (registers the custom losses)
@@ -361,18 +460,38 @@ def _load_run(model_path):
 
     metrics_module.DiceMetric  # noqa: B018  (registers the metric class)
     path = Path(model_path)
-    if path.is_dir():
-        path = path / MODEL_NAME
-    config_path = path.parent / CONFIG_NAME
-    if not path.is_file():
+    if path.is_dir() and not (path / MODEL_NAME).is_file() and (path / "saved_model.pb").is_file():
+        legacy = True  # a TensorFlow SavedModel folder
+    else:
+        if path.is_dir():
+            path = path / MODEL_NAME
+        legacy = path.suffix.lower() in LEGACY_MODEL_SUFFIXES
+    config_path = (path if path.is_dir() else path.parent) / CONFIG_NAME
+    if not path.exists():
         raise CLIError(f"{path}: no such model file. Point --model to RUN_DIR/model.keras from medseg-course train.")
+    if legacy and not allow_legacy:
+        raise CLIError(
+            f"{path}: legacy model format ({path.suffix or 'SavedModel'}), which can run arbitrary code when loaded; "
+            "re-save it as .keras, or pass --allow-legacy-model if you trust its source."
+        )
+    if not legacy and path.suffix.lower() != ".keras":
+        raise CLIError(f"{path}: not a .keras model file. Point --model to RUN_DIR/model.keras from medseg-course train.")
     if not config_path.is_file():
         raise CLIError(f"{config_path}: missing; the model's run folder must keep config.json (it says how to preprocess).")
     try:
-        model = keras.models.load_model(path, compile=False)
+        config = json.loads(config_path.read_text(encoding="utf-8"))
+        for key in ("mode", "input_size", "channels", "num_classes"):
+            config[key]  # noqa: B018
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise CLIError(f"{config_path}: not a run configuration from medseg-course train ({type(err).__name__}: {err}).") from None
+    try:
+        # safe_mode: a .keras file whose config asks to deserialise Python code (a Lambda
+        # layer's bytecode) is refused instead of run
+        model = keras.models.load_model(path, compile=False, safe_mode=not legacy)
     except Exception as err:  # keras raises ValueError, OSError, zipfile errors
-        raise CLIError(f"{path}: not a readable Keras model ({type(err).__name__}: {err}). Re-train or re-copy it.") from None
-    return model, json.loads(config_path.read_text())
+        first = str(err).strip().splitlines()[0] if str(err).strip() else ""
+        raise CLIError(f"{path}: not a loadable Keras model ({type(err).__name__}: {first[:200]}). Re-train or re-copy it.") from None
+    return model, config
 
 
 def _inputs(path):
@@ -409,18 +528,23 @@ def _cmd_predict(args):
     out = Path(args.out).resolve()
     if out == input_path or (input_path.is_dir() and input_path in out.parents):
         raise CLIError(f"--out {out} is inside the input folder; write predictions elsewhere so the input stays untouched.")
-    utils.setup(seed=0, threads=args.threads)
-    model, config = _load_run(args.model)
     files = _inputs(input_path)
-    out.mkdir(parents=True, exist_ok=True)
+    stems = [path.name[: -len(image_suffix(path))] if image_suffix(path) else path.name for path in files]
+    existing = [out / f"{stem}_mask{ext}" for stem in stems for ext in (".png", ".nii.gz")
+                if (out / f"{stem}_mask{ext}").exists()]
+    if existing and not args.overwrite:
+        raise CLIError(f"{existing[0]}: already exists ({len(existing)} mask(s) in --out would be replaced); "
+                       "choose another --out or pass --overwrite.")
+    utils.setup(seed=0, threads=args.threads)
+    model, config = _load_run(args.model, allow_legacy=args.allow_legacy_model)
+    utils.check_writable_folder(out)
     (out / "overlays").mkdir(exist_ok=True)
     written = []
-    for path in _progress(files, len(files), "predicting"):
+    for path, stem in _progress(list(zip(files, stems)), len(files), "predicting"):
         image = read_image(path)
         slices, _ = _case_slices(Case(path.name, image, None))
         clean = {"min_size": args.min_size, "fill": args.fill_holes, "largest": args.largest}
         labels = _predict_case(model, config, slices, tta=args.tta, clean=clean)
-        stem = path.name[: -len(image_suffix(path))] if image_suffix(path) else path.name
         if image.format == "raster":
             target, mask = out / f"{stem}_mask.png", labels[0]
         elif image.format == "dicom":
@@ -468,6 +592,8 @@ def _cmd_evaluate(args):
     from medseg_course.io import read_image  # noqa: PLC0415
 
     out = Path(args.out)
+    if out.is_dir():
+        raise CLIError(f"--out {out} is a folder; give a file name for the CSV, e.g. {out / 'evaluation.csv'}.")
     if out.exists() and not args.overwrite:
         raise CLIError(f"{out} exists; choose another --out or pass --overwrite.")
     preds, pred_others = _mask_files(args.pred, "pred")
@@ -499,11 +625,14 @@ def _cmd_evaluate(args):
         num_classes = 1 if max(truth.max(), pred.max()) <= 1 else int(max(truth.max(), pred.max())) + 1
         rows.extend(_score(key, truth, pred, spacing, num_classes))
     frame = pd.DataFrame(rows)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    frame.to_csv(out, index=False)
+    from medseg_course.utils import atomic_path, check_writable_folder  # noqa: PLC0415
+
+    check_writable_folder(out.parent)
+    with atomic_path(out) as tmp:
+        frame.to_csv(tmp, index=False)
     summary = _summarise(rows)
     summary_path = out.with_name(out.stem + "_summary.json")
-    summary_path.write_text(json.dumps(summary, indent=2))
+    _write_json(summary_path, summary)
     print(json.dumps({"cases": len(keys), "csv": str(out), "summary": str(summary_path),
                       "dice": summary.get("dice"), "dice_median": summary.get("dice_median"),
                       "dice_std": summary.get("dice_std"), "hd95": summary.get("hd95")}))
@@ -594,6 +723,8 @@ def build_parser():
     predict.add_argument("--largest", action="store_true", help="binary: keep only the largest component")
     predict.add_argument("--threads", type=int, default=2)
     predict.add_argument("--overwrite", action="store_true", help="replace existing mask files")
+    predict.add_argument("--allow-legacy-model", action="store_true",
+                         help="load an HDF5 (.h5) or SavedModel model, formats that can run code: trusted files only")
     predict.set_defaults(handler=_cmd_predict)
 
     evaluate = sub.add_parser("evaluate", help="compare predicted masks with reference masks")
@@ -619,14 +750,33 @@ def main(argv=None):
         return 2
     try:
         return args.handler(args)
-    except (CLIError, DataSetError, ImageReadError, ValueError, FileExistsError, FileNotFoundError,
-            PermissionError, RuntimeError) as err:
-        message = str(err).splitlines()[0] if str(err) else type(err).__name__
-        print(f"medseg-course {args.command}: error: {message}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print(f"medseg-course {args.command}: interrupted", file=sys.stderr)
+    except CLIInterrupted as err:
+        print(f"medseg-course {args.command}: {err}", file=sys.stderr)
         return 130
+    except KeyboardInterrupt:
+        print(f"medseg-course {args.command}: interrupted; nothing was left half-written.", file=sys.stderr)
+        return 130
+    except (CLIError, DataSetError, ImageReadError, ValueError, FileExistsError, RuntimeError) as err:
+        print(f"medseg-course {args.command}: error: {_one_line(err)}", file=sys.stderr)
+        return 2
+    except OSError as err:  # permissions, a full disk, a file that vanished
+        where = f"{err.filename}: " if err.filename else ""
+        print(f"medseg-course {args.command}: error: {where}{err.strerror or _one_line(err)}", file=sys.stderr)
+        return 2
+    except Exception as err:  # a bug: say so in one line, with the traceback on request
+        if os.environ.get("MEDSEG_DEBUG"):
+            raise
+        print(
+            f"medseg-course {args.command}: internal error ({type(err).__name__}: {_one_line(err)}); this is a bug, "
+            "please report it with the output of the same command run with MEDSEG_DEBUG=1.",
+            file=sys.stderr,
+        )
+        return 3
+
+
+def _one_line(err):
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
 
 
 if __name__ == "__main__":  # pragma: no cover

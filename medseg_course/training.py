@@ -22,9 +22,9 @@ import tensorflow as tf
 
 from medseg_course import losses as losses_module
 from medseg_course import metrics as metrics_module
-from medseg_course.utils import check_array, check_positive
+from medseg_course.utils import atomic_path, check_array, check_positive, check_writable_folder
 
-__all__ = ["Augmentation", "make_dataset", "sample_patches", "compile_model", "reinitialize", "fit"]
+__all__ = ["Augmentation", "make_dataset", "sample_patches", "compile_model", "reinitialize", "fit", "RESUME_NAME"]
 
 
 @dataclass(frozen=True)
@@ -416,25 +416,162 @@ class _TimeBudget(keras.callbacks.Callback):
             self.model.stop_training = True
 
 
-def _resume_state(model, out_dir):
-    """Load the last checkpoint's weights and optimizer state; return (initial_epoch, best val_dice)."""
-    import csv  # noqa: PLC0415
+#: The resume checkpoint ``fit`` writes after every epoch: every variable of the model and
+#: its optimizer (weights, batch-norm statistics, dropout random state, Adam moments), the
+#: best weights so far, the epoch count and the log, in one file replaced atomically.
+RESUME_NAME = "resume.npz"
+_RESUME_FORMAT = 1
 
-    last = out_dir / "last.keras"
-    log = out_dir / "log.csv"
-    if not last.exists() or not log.exists():
-        raise FileNotFoundError(
-            f"Cannot resume: {out_dir} has no last.keras and log.csv from an earlier run. Start without resume."
+
+def _values(variables):
+    return [np.asarray(v.numpy() if hasattr(v, "numpy") else v) for v in variables]
+
+
+def _assign(variables, values, what, path):
+    if len(variables) != len(values) or any(tuple(v.shape) != a.shape for v, a in zip(variables, values)):
+        raise ValueError(
+            f"{path}: the checkpoint's {what} ({len(values)} arrays) do not match this model's ({len(variables)}); "
+            "resume with the same model and settings as the interrupted run."
         )
-    saved = keras.models.load_model(last, compile=True)
-    model.set_weights(saved.get_weights())
-    model.optimizer.build(model.trainable_variables)
-    for variable, value in zip(model.optimizer.variables, saved.optimizer.variables):
+    for variable, value in zip(variables, values):
         variable.assign(value)
-    with open(log, newline="") as handle:
-        rows = list(csv.DictReader(handle))
-    best = max((float(r["val_dice"]) for r in rows if r.get("val_dice")), default=None)
-    return len(rows), best
+
+
+class _RunKeeper(keras.callbacks.Callback):
+    """Best weights, early stopping, the log and the checkpoints, kept in step.
+
+    After every epoch: the best model (``best.keras``) when ``val_dice`` improved, then the
+    resume checkpoint, then ``log.csv``; each is written to a temporary file and renamed, so
+    a run killed at any moment leaves complete files. The resume checkpoint is the one
+    source of truth: on ``resume`` the log is rewritten from it, so a kill between two
+    writes loses at most the epoch in progress. Early stopping and the restoring of the best
+    weights follow ``keras.callbacks.EarlyStopping(restore_best_weights=True)`` exactly
+    (strict improvement, ``wait`` counted the same way), so results do not depend on
+    whether a run was interrupted.
+    """
+
+    def __init__(self, monitor, patience, out_dir=None):
+        super().__init__()
+        self.monitor = monitor  # "val_dice" or None (no validation data)
+        self.patience = patience
+        self.out_dir = out_dir
+        self.rows, self.best, self.best_weights, self.best_epoch, self.wait = [], None, None, 0, 0
+
+    # ---- state
+    def load(self, model, path):
+        """Restore model, optimizer and bookkeeping from a resume checkpoint; return its epoch count."""
+        import json  # noqa: PLC0415
+
+        try:
+            with np.load(path, allow_pickle=False) as archive:
+                meta = json.loads(str(archive["meta"]))
+                arrays = {key: archive[key] for key in archive.files if key != "meta"}
+        except (OSError, ValueError, KeyError) as err:
+            raise ValueError(f"{path}: not a readable resume checkpoint ({type(err).__name__}); start without resume.") from None
+        if meta.get("format") != _RESUME_FORMAT:
+            raise ValueError(f"{path}: written by another version of medseg-course; start without resume.")
+
+        def group(prefix):
+            return [arrays[f"{prefix}/{i}"] for i in range(meta["counts"][prefix])]
+
+        _assign(model.variables, group("model"), "model variables", path)
+        if not model.optimizer.built:
+            model.optimizer.build(model.trainable_variables)
+        _assign(model.optimizer.variables, group("optimizer"), "optimizer variables", path)
+        best = group("best")
+        self.best_weights = best or None
+        self.rows, self.best = meta["rows"], meta["best"]
+        self.best_epoch, self.wait = meta["best_epoch"], meta["wait"]
+        return meta["epoch"]
+
+    def _save_state(self, epoch):
+        import json  # noqa: PLC0415
+
+        groups = {
+            "model": _values(self.model.variables),
+            "optimizer": _values(self.model.optimizer.variables),
+            "best": [np.asarray(w) for w in self.best_weights] if self.best_weights is not None else [],
+        }
+        arrays = {f"{name}/{i}": value for name, values in groups.items() for i, value in enumerate(values)}
+        meta = {
+            "format": _RESUME_FORMAT,
+            "epoch": epoch + 1,
+            "rows": self.rows,
+            "best": self.best,
+            "best_epoch": self.best_epoch,
+            "wait": self.wait,
+            "counts": {name: len(values) for name, values in groups.items()},
+        }
+        with atomic_path(self.out_dir / RESUME_NAME) as tmp:
+            with open(tmp, "wb") as handle:
+                np.savez(handle, meta=np.array(json.dumps(meta)), **arrays)
+
+    def write_log(self):
+        import csv  # noqa: PLC0415
+
+        if not self.rows:
+            return
+        keys = ["epoch"] + sorted({k for row in self.rows for k in row} - {"epoch"})
+        with atomic_path(self.out_dir / "log.csv") as tmp:
+            with open(tmp, "w", newline="") as handle:
+                writer = csv.DictWriter(handle, fieldnames=keys, restval="NA", lineterminator="\n")
+                writer.writeheader()
+                writer.writerows(self.rows)
+
+    # ---- Keras hooks
+    def on_epoch_end(self, epoch, logs=None):
+        logs = dict(logs or {})
+        self.rows.append({"epoch": epoch, **{k: float(v) for k, v in logs.items()}})
+        current = logs.get(self.monitor) if self.monitor else None
+        improved = False
+        if current is not None:
+            current = float(current)
+            if self.best_weights is None:
+                self.best_weights = self.model.get_weights()
+                self.best_epoch = epoch
+            self.wait += 1
+            if self.best is None or current > self.best:
+                self.best, self.best_epoch, self.wait, improved = current, epoch, 0, True
+                self.best_weights = self.model.get_weights()
+            elif self.patience is not None and self.wait >= self.patience and epoch > 0:
+                self.model.stop_training = True
+        if self.out_dir is not None:
+            if improved:
+                with atomic_path(self.out_dir / "best.keras", suffix=".keras") as tmp:
+                    self.model.save(tmp)
+            self._save_state(epoch)
+            self.write_log()
+
+    def restore_best(self):
+        if self.best_weights is not None:
+            self.model.set_weights(self.best_weights)
+
+
+def _checkpoint_bytes(model):
+    """Disk a run folder needs: the resume file (model, best weights, two Adam moments), the
+    best model, and a temporary copy of the largest while it is replaced, plus 10 MB."""
+    weights = sum(int(np.prod(v.shape)) * np.dtype(v.dtype).itemsize for v in model.variables)
+    return 7 * weights + 10_000_000
+
+
+#: How many times Keras 3 iterates a data set of known length per epoch: its EpochIterator
+#: opens an iterator at the start of each epoch and another, unused, at the end (measured
+#: with Keras 3.15; ``tests/test_resume.py`` fails if a Keras version changes this).
+_ITERATIONS_PER_EPOCH = 2
+
+
+def _advance(dataset, epochs):
+    """Draw the shuffle and augmentation seeds of ``epochs`` epochs from ``dataset``.
+
+    ``make_dataset`` reshuffles and re-draws augmentation seeds each time the data set is
+    iterated, so a resumed run must first make the draws of the epochs already done to see
+    the same batches as an uninterrupted run. Only the first element of each iteration is
+    computed.
+    """
+    for _ in range(_ITERATIONS_PER_EPOCH * epochs):
+        iterator = iter(dataset)
+        next(iterator, None)
+        del iterator
 
 
 def fit(
@@ -464,19 +601,23 @@ def fit(
     patience : int, optional
         Stop after this many epochs without a better ``val_dice`` (early stopping).
     out_dir : str or Path, optional
-        Where to write ``best.keras`` (best model by ``val_dice``), ``last.keras`` (after
-        every epoch, for resuming) and ``log.csv`` (one row per epoch). Created if missing.
+        Where to write ``best.keras`` (the best model by ``val_dice``), ``resume.npz``
+        (everything needed to continue, after every epoch) and ``log.csv`` (one row per
+        epoch). Each file is replaced atomically, so a run killed at any moment leaves
+        complete files. Created if missing; checked for write access and free space first.
     overwrite : bool
-        Allow writing into an ``out_dir`` that already holds a model or log.
+        Replace the results of an earlier run in ``out_dir`` (they are deleted first).
     verbose : int
         Keras verbosity (0 silent, 2 one line per epoch).
     time_budget_s : float, optional
         Stop after the epoch that would otherwise end past this many seconds; the best
         weights are still restored.
     resume : bool
-        Continue an interrupted run in ``out_dir`` from ``last.keras``: weights, optimizer
-        state and epoch count are restored, the log is appended to, and ``best.keras`` is
-        only replaced by a better epoch.
+        Continue an interrupted run in ``out_dir`` from ``resume.npz``: weights, optimizer
+        state, random state, best weights, early-stopping count and epoch are restored, and
+        the data set skips the shuffles and augmentation draws of the epochs already done,
+        so the resumed run ends where an uninterrupted one would (same seed and threads).
+        Pass the same model, data and settings as the interrupted run.
 
     Returns
     -------
@@ -490,60 +631,71 @@ def fit(
         If the model is not compiled, or ``epochs``/``patience`` are not positive.
     FileExistsError
         If ``out_dir`` already holds results and ``overwrite`` is False.
+    PermissionError, OSError
+        If ``out_dir`` cannot be written to or lacks the space for the checkpoints.
+    KeyboardInterrupt
+        Re-raised after Ctrl-C, with the best weights so far restored in ``model``; the
+        files in ``out_dir`` are those of the last completed epoch.
     """
     if getattr(model, "optimizer", None) is None or not getattr(model, "compiled", True):
         raise ValueError("model is not compiled; call mc.training.compile_model(model) first.")
     check_positive(epochs, "epochs", integer=True)
+    if patience is not None:
+        check_positive(patience, "patience", integer=True)
     if isinstance(train_data, (tuple, list)):
         train_data = make_dataset(*train_data)
     if isinstance(val_data, (tuple, list)):
         val_data = make_dataset(*val_data, shuffle=False)
+    keeper = _RunKeeper("val_dice" if val_data is not None else None, patience, None)
     callbacks = [_EpochTimer()]
     if time_budget_s is not None:
         callbacks.append(_TimeBudget(check_positive(time_budget_s, "time_budget_s")))
-    initial_epoch, best_so_far = 0, None
+    callbacks.append(keeper)
+    initial_epoch = 0
     if out_dir is not None:
-        out_dir = Path(out_dir)
+        out_dir = keeper.out_dir = Path(out_dir)
+        ours = [out_dir / name for name in ("best.keras", RESUME_NAME, "log.csv")]
         if resume:
-            initial_epoch, best_so_far = _resume_state(model, out_dir)
+            if not (out_dir / RESUME_NAME).is_file():
+                raise FileNotFoundError(
+                    f"Cannot resume: {out_dir} has no {RESUME_NAME} from an earlier run. Start without resume."
+                )
+            initial_epoch = keeper.load(model, out_dir / RESUME_NAME)
+            keeper.write_log()  # the log as of the checkpoint (a kill may have left it one epoch ahead or behind)
+            _advance(train_data, initial_epoch)
         else:
-            existing = [p.name for p in (out_dir / "best.keras", out_dir / "log.csv") if p.exists()]
+            existing = [p.name for p in ours if p.exists()]
             if existing and not overwrite:
                 raise FileExistsError(
                     f"{out_dir} already holds {', '.join(existing)}; choose a new out_dir, pass "
                     "overwrite=True to replace them, or resume=True to continue that run."
                 )
-        out_dir.mkdir(parents=True, exist_ok=True)
-        if not os.access(out_dir, os.W_OK):
-            raise PermissionError(f"Cannot write to out_dir={out_dir}; choose a writable folder.")
-        callbacks.append(keras.callbacks.CSVLogger(str(out_dir / "log.csv"), append=resume))
-        callbacks.append(keras.callbacks.ModelCheckpoint(str(out_dir / "last.keras")))
-        if val_data is not None:
-            best_checkpoint = keras.callbacks.ModelCheckpoint(
-                str(out_dir / "best.keras"), monitor="val_dice", mode="max", save_best_only=True
-            )
-            if best_so_far is not None:
-                best_checkpoint.best = best_so_far
-            callbacks.append(best_checkpoint)
+        check_writable_folder(out_dir, _checkpoint_bytes(model))
+        if not resume:
+            for path in ours:  # overwrite: nothing of the old run may mix with the new one
+                path.unlink(missing_ok=True)
     elif resume:
         raise ValueError("resume=True needs the out_dir of the run to continue.")
-    if initial_epoch >= epochs:
+    if initial_epoch >= epochs or (keeper.rows and _stopped_early(keeper, patience)):
+        keeper.restore_best()
         return {}
-    if val_data is not None:
-        callbacks.insert(
-            1,
-            keras.callbacks.EarlyStopping(
-                monitor="val_dice",
-                mode="max",
-                patience=epochs if patience is None else check_positive(patience, "patience", integer=True),
-                restore_best_weights=True,
-            ),
+    try:
+        history = model.fit(
+            train_data, validation_data=val_data, epochs=epochs, callbacks=callbacks, verbose=verbose,
+            initial_epoch=initial_epoch,
+            shuffle=False,  # make_dataset already shuffles, seeded
         )
-    history = model.fit(
-        train_data, validation_data=val_data, epochs=epochs, callbacks=callbacks, verbose=verbose,
-        initial_epoch=initial_epoch,
-        shuffle=False,  # make_dataset already shuffles, seeded
-    )
+    except KeyboardInterrupt:
+        # Ctrl-C: keep the best weights in the model; the files on disk are complete
+        keeper.restore_best()
+        raise
+    keeper.restore_best()
     if out_dir is not None and val_data is None:
-        model.save(out_dir / "best.keras")
+        with atomic_path(out_dir / "best.keras", suffix=".keras") as tmp:
+            model.save(tmp)
     return {key: [float(v) for v in values] for key, values in history.history.items()}
+
+
+def _stopped_early(keeper, patience):
+    """Whether the run being resumed had already stopped early (patience exhausted)."""
+    return patience is not None and keeper.wait >= patience and len(keeper.rows) > 1

@@ -11,12 +11,17 @@ of deep inside NumPy or TensorFlow.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import importlib.metadata
 import os
 import platform
 import random
+import shutil
+import tempfile
 import warnings
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
@@ -29,6 +34,8 @@ __all__ = [
     "check_binary_mask",
     "check_positive",
     "check_probability",
+    "atomic_path",
+    "check_writable_folder",
 ]
 
 #: Packages whose versions ``setup`` reports (distribution names on PyPI).
@@ -293,3 +300,94 @@ def check_probability(value, name, inclusive=True):
         bounds = "[0, 1]" if inclusive else "(0, 1)"
         raise ValueError(f"{name} must be in {bounds}. Received: {name}={value!r}")
     return float(value)
+
+
+# ------------------------------------------------------------------------ safe writing
+
+
+@contextlib.contextmanager
+def atomic_path(path, suffix=None):
+    """Yield a temporary path beside ``path``; on success it replaces ``path`` in one step.
+
+    Whatever is written to the temporary path becomes ``path`` only when the ``with`` block
+    ends without an error (``os.replace`` after an ``fsync``), so a reader, or a run killed
+    half-way through a write, sees either the old file or the complete new one, never a
+    truncated file. On an error the temporary file is removed and the old file is kept.
+
+    Parameters
+    ----------
+    path : str or Path
+        The file to (re)write.
+    suffix : str, optional
+        Suffix of the temporary name (writers such as Keras' ``save`` insist on
+        ``.keras``); defaults to ``path``'s own suffix.
+
+    Raises
+    ------
+    OSError
+        Re-raised with the file's name and the fix when the disk is full.
+
+    Examples
+    --------
+    >>> with atomic_path("log.csv") as tmp:        # doctest: +SKIP
+    ...     tmp.write_text("epoch,loss\\n0,0.5\\n")
+    """
+    path = Path(path)
+    suffix = path.suffix if suffix is None else suffix
+    handle, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".partial{suffix}", dir=path.parent)
+    os.close(handle)
+    tmp = Path(name)
+    try:
+        yield tmp
+        with open(tmp, "rb+") as written:
+            os.fsync(written.fileno())
+        os.replace(tmp, path)
+    except OSError as err:
+        tmp.unlink(missing_ok=True)
+        if err.errno == errno.ENOSPC:
+            raise OSError(
+                errno.ENOSPC,
+                f"{path}: no space left on the disk while writing it (the previous version is kept); "
+                "free some space or choose another output folder",
+            ) from None
+        raise
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def check_writable_folder(folder, needed_bytes=0):
+    """Create ``folder`` if needed and check, by writing to it, that it can hold ``needed_bytes``.
+
+    Called before long work starts, so a read-only or full disk stops it at once with a
+    clear message rather than after an hour of training.
+
+    Returns
+    -------
+    Path
+
+    Raises
+    ------
+    PermissionError
+        The folder cannot be created or written to.
+    OSError
+        Less free space than ``needed_bytes`` (``errno.ENOSPC``).
+    """
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder) as probe:
+            probe.write(b"0")
+            probe.flush()
+    except OSError as err:
+        raise PermissionError(
+            f"{folder}: cannot write there ({err.strerror or type(err).__name__}); choose a writable output folder"
+        ) from None
+    free = shutil.disk_usage(folder).free
+    if free < needed_bytes:
+        raise OSError(
+            errno.ENOSPC,
+            f"{folder}: only {free / 1e6:.0f} MB free, and the checkpoints need about {needed_bytes / 1e6:.0f} MB; "
+            "free some space or choose another output folder",
+        )
+    return folder

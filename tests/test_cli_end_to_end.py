@@ -52,7 +52,7 @@ def test_train_predict_evaluate(tmp_path, kind):
     before = snapshot(data)
     run("train", "--data", data, "--out", tmp_path / "run", *FAST)
     run_dir = tmp_path / "run"
-    for name in ("config.json", "log.csv", "model.keras", "last.keras", "metrics.json"):
+    for name in ("config.json", "log.csv", "model.keras", "best.keras", "resume.npz", "metrics.json"):
         assert (run_dir / name).is_file(), name
     assert len(list((run_dir / "overlays").glob("*.png"))) >= 1
     config = json.loads((run_dir / "config.json").read_text())
