@@ -220,6 +220,8 @@ def _load_training_data(args):
     root = Path(source)
     if not root.exists():
         raise CLIError(f"{root}: no such folder. Give a data folder, or 'phantom' or 'mni152'.")
+    if not root.is_dir():
+        raise CLIError(f"{root}: not a folder; --data takes a data folder (images/ and masks/, or a Decathlon task).")
     layout = args.layout
     if layout == "auto":
         if (root / "dataset.json").is_file():
@@ -444,6 +446,7 @@ def _save_overlay(image, truth, pred, path, title):
     from medseg_course.viz import overlay  # noqa: PLC0415
 
     display = image[..., 0] if image.shape[-1] == 1 else image
+    title = title.encode("utf-8", "backslashreplace").decode("utf-8")  # file names need not be UTF-8
     ax = overlay(display, truth, pred, title=title)
     ax.figure.savefig(path, dpi=80, bbox_inches="tight")
     plt.close(ax.figure)
@@ -489,6 +492,11 @@ def _load_run(model_path, allow_legacy=False):
         # layer's bytecode) is refused instead of run
         model = keras.models.load_model(path, compile=False, safe_mode=not legacy)
     except Exception as err:  # keras raises ValueError, OSError, zipfile errors
+        if "arbitrary code execution" in str(err):
+            raise CLIError(
+                f"{path}: the model carries Python code (a Lambda layer), which Keras' safe_mode refuses to run; "
+                "rebuild it without Lambda layers, or load it yourself with safe_mode=False only if you trust its source."
+            ) from None
         first = str(err).strip().splitlines()[0] if str(err).strip() else ""
         raise CLIError(f"{path}: not a loadable Keras model ({type(err).__name__}: {first[:200]}). Re-train or re-copy it.") from None
     return model, config
@@ -500,9 +508,11 @@ def _inputs(path):
     path = Path(path)
     if path.is_file():
         return [path]
+    if path.is_symlink() and not path.exists():
+        raise CLIError(f"{path}: a broken link (to {os.readlink(path)}, which does not exist); fix or remove it.")
     if not path.is_dir():
         raise CLIError(f"{path}: no such file or folder.")
-    files, others = list_image_files(path)
+    files, others = list_image_files(path, inside=path)
     dicom_dirs = [p for p in sorted(path.iterdir()) if p.is_dir() and not p.name.startswith(".")]
     if others and not files and not dicom_dirs:
         try:  # a folder of one DICOM series whose files have no suffix
@@ -524,11 +534,12 @@ def _cmd_predict(args):
     from medseg_course.data import Case  # noqa: PLC0415
     from medseg_course.io import image_suffix, read_image, write_mask  # noqa: PLC0415
 
-    input_path = Path(args.input).resolve()
+    given = Path(args.input)
+    input_path = given.resolve()
     out = Path(args.out).resolve()
     if out == input_path or (input_path.is_dir() and input_path in out.parents):
         raise CLIError(f"--out {out} is inside the input folder; write predictions elsewhere so the input stays untouched.")
-    files = _inputs(input_path)
+    files = _inputs(given)
     stems = [path.name[: -len(image_suffix(path))] if image_suffix(path) else path.name for path in files]
     existing = [out / f"{stem}_mask{ext}" for stem in stems for ext in (".png", ".nii.gz")
                 if (out / f"{stem}_mask{ext}").exists()]
@@ -544,7 +555,10 @@ def _cmd_predict(args):
         image = read_image(path)
         slices, _ = _case_slices(Case(path.name, image, None))
         clean = {"min_size": args.min_size, "fill": args.fill_holes, "largest": args.largest}
-        labels = _predict_case(model, config, slices, tta=args.tta, clean=clean)
+        try:
+            labels = _predict_case(model, config, slices, tta=args.tta, clean=clean)
+        except CLIError as err:
+            raise CLIError(f"{path}: {err}") from None
         if image.format == "raster":
             target, mask = out / f"{stem}_mask.png", labels[0]
         elif image.format == "dicom":
@@ -600,10 +614,11 @@ def _cmd_evaluate(args):
     truths, truth_others = _mask_files(args.truth, "truth")
     unmatched = sorted(set(preds) ^ set(truths))
     if (unmatched or pred_others or truth_others) and not args.allow_unmatched:
-        names = [(preds.get(k) or truths.get(k)).name for k in unmatched[:5]] + [p.name for p in (pred_others + truth_others)[:3]]
+        paths = [preds.get(k) or truths.get(k) for k in unmatched] + pred_others + truth_others
+        more = f" (and {len(paths) - 1} more: {', '.join(p.name for p in paths[1:4])})" if len(paths) > 1 else ""
         raise CLIError(
-            f"{len(unmatched)} mask(s) without a counterpart and {len(pred_others) + len(truth_others)} non-mask "
-            f"file(s): {', '.join(names)}. Add or remove them, or pass --allow-unmatched."
+            f"{paths[0]}: {len(unmatched)} mask(s) without a counterpart and {len(pred_others) + len(truth_others)} "
+            f"non-mask file(s){more}. Add or remove them, or pass --allow-unmatched."
         )
     rows = []
     keys = sorted(set(preds) & set(truths))
@@ -611,10 +626,17 @@ def _cmd_evaluate(args):
         raise CLIError("no predicted mask matches a reference mask by name.")
     for key in _progress(keys, len(keys), "evaluating"):
         truth_image, pred_image = read_image(truths[key]), read_image(preds[key])
-        truth = mask_to_labels(truth_image.pixels, truths[key], invert=args.invert_truth)
-        pred = mask_to_labels(pred_image.pixels, preds[key])
+        truth = mask_to_labels(truth_image.pixels, truths[key], invert=args.invert_truth, colour=truth_image.is_colour)
+        pred = mask_to_labels(pred_image.pixels, preds[key], colour=pred_image.is_colour)
         if truth.shape != pred.shape:
             raise CLIError(f"{preds[key]}: shape {pred.shape} differs from the reference {truth.shape} ({truths[key].name}).")
+        if truth_image.affine is not None and pred_image.affine is not None and not np.allclose(
+            truth_image.affine, pred_image.affine, atol=1e-3
+        ):
+            raise CLIError(
+                f"{preds[key]}: orientation/position (affine) differs from the reference {truths[key].name}; "
+                "resample the prediction onto the reference grid."
+            )
         spacing = truth_image.spacing_mm or pred_image.spacing_mm
         if truth.ndim == 3 and truth.shape[-1] == 1:
             truth, pred = truth[..., 0], pred[..., 0]
@@ -629,7 +651,7 @@ def _cmd_evaluate(args):
 
     check_writable_folder(out.parent)
     with atomic_path(out) as tmp:
-        frame.to_csv(tmp, index=False)
+        frame.to_csv(tmp, index=False, errors="backslashreplace")  # file names need not be UTF-8
     summary = _summarise(rows)
     summary_path = out.with_name(out.stem + "_summary.json")
     _write_json(summary_path, summary)
@@ -761,7 +783,8 @@ def main(argv=None):
         return 2
     except OSError as err:  # permissions, a full disk, a file that vanished
         where = f"{err.filename}: " if err.filename else ""
-        print(f"medseg-course {args.command}: error: {where}{err.strerror or _one_line(err)}", file=sys.stderr)
+        text = f"{where}{err.strerror or _one_line(err)}".encode("utf-8", "backslashreplace").decode("utf-8")
+        print(f"medseg-course {args.command}: error: {text}", file=sys.stderr)
         return 2
     except Exception as err:  # a bug: say so in one line, with the traceback on request
         if os.environ.get("MEDSEG_DEBUG"):
@@ -776,7 +799,8 @@ def main(argv=None):
 
 def _one_line(err):
     text = str(err).strip()
-    return text.splitlines()[0] if text else type(err).__name__
+    line = text.splitlines()[0] if text else type(err).__name__
+    return line.encode("utf-8", "backslashreplace").decode("utf-8")  # file names need not be UTF-8
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -23,6 +23,7 @@ Decathlon task, verified by checksum (nothing in the book or tests downloads).
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -51,6 +52,7 @@ __all__ = [
     "MSD_TASKS",
     "data_home",
     "download_msd",
+    "safe_extract",
 ]
 
 #: Label values of ``make_phantoms(..., target="multiclass")``.
@@ -586,7 +588,7 @@ def find_pairs(root, image_dir="images", mask_dir="masks", allow_unmatched=False
                 f"{root}/{mask_dir}/ (or --layout msd for the Decathlon layout)."
             )
         try:
-            files, others = list_image_files(folder)
+            files, others = list_image_files(folder, inside=root)
         except ImageReadError as err:
             raise DataSetError(str(err)) from None
         if not files:
@@ -626,7 +628,7 @@ def find_pairs(root, image_dir="images", mask_dir="masks", allow_unmatched=False
     return [(key, images[key], masks[key]) for key in common]
 
 
-def mask_to_labels(pixels, path="mask", invert=False):
+def mask_to_labels(pixels, path="mask", invert=False, colour=None):
     """Convert a mask as stored to uint8 labels.
 
     Accepted forms: 0/1 (any dtype), 0/255 (8-bit masks), small integer labels 0..K (K < 64),
@@ -642,6 +644,11 @@ def mask_to_labels(pixels, path="mask", invert=False):
     invert : bool
         The file marks the foreground with 0 and the background with 1/255 (binary masks
         only).
+    colour : bool, optional
+        Whether the last axis holds colour channels. ``None`` guesses from the array (an
+        8-bit (H, W, 3) or (H, W, 4) array is colour); pass ``image.is_colour`` for a mask
+        read with ``io.read_image``, so a 3D label volume of 3 or 4 slices is not taken for
+        a colour image.
 
     Returns
     -------
@@ -653,7 +660,9 @@ def mask_to_labels(pixels, path="mask", invert=False):
         Colour masks with different channels, negative, fractional or too many values.
     """
     arr = np.asarray(pixels)
-    if arr.ndim == 3 and arr.shape[-1] in (3, 4) and arr.dtype == np.uint8:
+    if colour is None:
+        colour = arr.ndim == 3 and arr.shape[-1] in (3, 4) and arr.dtype == np.uint8
+    if colour:
         if not (np.array_equal(arr[..., 0], arr[..., 1]) and np.array_equal(arr[..., 1], arr[..., 2])):
             raise DataSetError(
                 f"{path}: colour mask with different channels; save masks as greyscale 0/255 or label images."
@@ -690,7 +699,7 @@ def mask_to_labels(pixels, path="mask", invert=False):
 
 def _check_mask_geometry(image, mask, mask_image, mask_path):
     spatial = image.pixels.shape[:2] if image.format in ("raster", "dicom") else image.pixels.shape[:3]
-    if mask.shape[: len(spatial)] != tuple(spatial) or mask.ndim > len(spatial) + 1:
+    if mask.shape != tuple(spatial):
         raise DataSetError(
             f"{mask_path}: mask shape {mask.shape} differs from its image's {tuple(spatial)} "
             f"({image.path.name}). Masks must be drawn on the image grid; resample the mask."
@@ -700,6 +709,14 @@ def _check_mask_geometry(image, mask, mask_image, mask_path):
             f"{mask_path}: mask orientation/position (affine) differs from its image's ({image.path.name}). "
             "Resample the mask onto the image grid (e.g. in 3D Slicer)."
         )
+
+
+def _squeeze_channel(mask, image):
+    """Drop a trailing length-1 axis a mask has and its image lacks ((H, W, 1) for (H, W))."""
+    spatial_ndim = 2 if image.format in ("raster", "dicom") else min(image.pixels.ndim, 3)
+    if mask.ndim == spatial_ndim + 1 and mask.shape[-1] == 1:
+        return mask[..., 0]
+    return mask
 
 
 def load_paired_folders(root, image_dir="images", mask_dir="masks", invert=False, allow_unmatched=False):
@@ -733,9 +750,7 @@ def load_paired_folders(root, image_dir="images", mask_dir="masks", invert=False
             mask_image = read_image(mask_path)
         except ImageReadError as err:
             raise DataSetError(str(err)) from None
-        mask = mask_to_labels(mask_image.pixels, mask_path, invert)
-        if mask.ndim == 3 and mask.shape[-1] == 1 and image.pixels.ndim == 2:
-            mask = mask[..., 0]
+        mask = _squeeze_channel(mask_to_labels(mask_image.pixels, mask_path, invert, mask_image.is_colour), image)
         _check_mask_geometry(image, mask, mask_image, mask_path)
         cases.append(Case(name, image, mask, mask_path))
     return cases
@@ -780,8 +795,11 @@ def load_msd(root):
             f"{manifest_path}: not a valid Decathlon dataset.json ({type(err).__name__}: {err}); it needs "
             "'labels' and 'training' entries."
         ) from None
+    if not isinstance(entries, list):
+        raise DataSetError(f"{manifest_path}: 'training' must be a list of {{'image': ..., 'label': ...}} entries.")
     if not entries:
         raise DataSetError(f"{manifest_path}: the 'training' list is empty.")
+    boundary = root.resolve()
     cases = []
     for entry in entries:
         try:
@@ -789,6 +807,12 @@ def load_msd(root):
             label_path = (root / entry["label"]).resolve()
         except (KeyError, TypeError):
             raise DataSetError(f"{manifest_path}: training entry {entry!r} lacks 'image' or 'label'.") from None
+        for key, path in (("image", image_path), ("label", label_path)):
+            if boundary not in path.parents:
+                raise DataSetError(
+                    f"{manifest_path}: training entry points outside the task folder ({entry[key]!r}). "
+                    "Keep every file under the folder that holds dataset.json."
+                )
         for path in (image_path, label_path):
             if not path.is_file():
                 raise DataSetError(
@@ -799,7 +823,7 @@ def load_msd(root):
             label_image = read_nifti(label_path)
         except ImageReadError as err:
             raise DataSetError(str(err)) from None
-        mask = mask_to_labels(label_image.pixels, label_path)
+        mask = _squeeze_channel(mask_to_labels(label_image.pixels, label_path, colour=False), image)
         unknown = sorted(set(np.unique(mask).tolist()) - set(labels))
         if unknown:
             raise DataSetError(
@@ -887,9 +911,9 @@ def download_msd(task, cache_dir=None, base_url=MSD_BASE_URL, md5=None, progress
     """Download and unpack a Decathlon task, verified against its published checksum.
 
     The archive is fetched with pooch into ``data_home(cache_dir)``, checked against the
-    MD5 in ``MSD_TASKS`` (a mismatch deletes the file and raises), and unpacked next to it,
-    refusing members with absolute paths, ``..`` or links. A task already unpacked is
-    reused without any network access.
+    MD5 in ``MSD_TASKS`` (a mismatch deletes the file and raises), and unpacked next to it
+    by ``safe_extract``, which refuses absolute paths, ``..`` and links out of the folder.
+    A task already unpacked is reused without any network access.
 
     Parameters
     ----------
@@ -909,8 +933,6 @@ def download_msd(task, cache_dir=None, base_url=MSD_BASE_URL, md5=None, progress
     Path
         The unpacked task folder, ready for ``load_msd``.
     """
-    import tarfile  # noqa: PLC0415
-
     import pooch  # noqa: PLC0415
 
     if task not in MSD_TASKS and md5 is None:
@@ -931,13 +953,106 @@ def download_msd(task, cache_dir=None, base_url=MSD_BASE_URL, md5=None, progress
         )
     except ValueError as err:  # pooch: hash mismatch (it deletes the download)
         raise DataSetError(f"{task}.tar: checksum mismatch, download deleted ({err}). Try again later.") from None
-    with tarfile.open(archive) as tar:
-        members = tar.getmembers()
-        for member in members:
-            parts = Path(member.name).parts
-            if member.name.startswith(("/", "\\")) or ".." in parts or member.issym() or member.islnk():
-                raise DataSetError(f"{archive}: refusing unsafe archive member {member.name!r}.")
-        tar.extractall(home, members=members, filter="data")
+    import shutil  # noqa: PLC0415
+
+    # unpack beside the cache, then move into place: an interrupted unpack leaves no half task
+    staging = home / f".{task}.unpacking"
+    shutil.rmtree(staging, ignore_errors=True)
+    try:
+        safe_extract(archive, staging)
+    except DataSetError:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    except (OSError, ValueError, EOFError) as err:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise DataSetError(f"{archive}: cannot unpack ({type(err).__name__}: {err}); delete it and download again.") from None
+    if (staging / task).is_dir():
+        if target.exists():
+            shutil.rmtree(staging, ignore_errors=True)
+            raise DataSetError(f"{target}: exists without dataset.json; move it away and run again.")
+        os.replace(staging / task, target)
+    shutil.rmtree(staging, ignore_errors=True)
     if not (target / "dataset.json").is_file():
         raise DataSetError(f"{archive}: the archive did not contain {task}/dataset.json.")
     return target
+
+
+def _unsafe_reason(name, link_target, destination):
+    """Why an archive member may not be extracted into ``destination``, or None."""
+    import posixpath  # noqa: PLC0415
+
+    if name.startswith(("/", "\\")) or (len(name) > 1 and name[1] == ":"):
+        return "an absolute path"
+    parts = name.replace("\\", "/").split("/")
+    if ".." in parts:
+        return "a '..' component"
+    if link_target is not None:
+        resolved = posixpath.normpath(posixpath.join(posixpath.dirname(name), link_target.replace("\\", "/")))
+        if link_target.startswith(("/", "\\")) or resolved == ".." or resolved.startswith("../"):
+            return f"a link to {link_target!r}, outside the folder"
+    return None
+
+
+def safe_extract(archive, destination):
+    """Unpack a .tar (.tar.gz, .tgz, .tar.bz2) or .zip archive, refusing anything unsafe.
+
+    Every member is checked before anything is written: absolute paths, ``..`` components
+    and links (symbolic or hard) that point outside ``destination`` stop the extraction, so
+    a crafted archive cannot write outside the folder or plant a link to elsewhere. Tar
+    members are also extracted with Python's ``"data"`` filter (no device files, no
+    set-uid bits). Existing files are never replaced: a member that would overwrite one
+    stops the extraction.
+
+    Parameters
+    ----------
+    archive : str or Path
+    destination : str or Path
+        Created if missing.
+
+    Returns
+    -------
+    list of Path
+        The extracted files and folders.
+
+    Raises
+    ------
+    DataSetError
+        Naming the archive and the first unsafe member.
+    """
+    import stat  # noqa: PLC0415
+    import tarfile  # noqa: PLC0415
+    import zipfile  # noqa: PLC0415
+
+    archive, destination = Path(archive), Path(destination)
+    destination.mkdir(parents=True, exist_ok=True)
+
+    def check(name, link_target, hard=False):
+        # a hard link's target is named from the archive's root, a symbolic link's from its folder
+        reason = _unsafe_reason(name, link_target, destination) if not hard else _unsafe_reason(name, None, destination) or (
+            _unsafe_reason("member", link_target, destination)
+        )
+        if reason:
+            raise DataSetError(f"{archive}: refusing unsafe archive member {name!r} ({reason}); nothing was extracted.")
+        if (destination / name).exists() and not (destination / name).is_dir():
+            raise DataSetError(f"{destination / name}: already exists; the archive would replace it. Move it away first.")
+
+    if zipfile.is_zipfile(archive):
+        with zipfile.ZipFile(archive) as handle:
+            members = handle.infolist()
+            for member in members:
+                is_link = stat.S_ISLNK(member.external_attr >> 16)
+                check(member.filename, handle.read(member).decode("utf-8", "replace") if is_link else None)
+                if is_link:
+                    raise DataSetError(f"{archive}: refusing link member {member.filename!r} in a zip archive; nothing was extracted.")
+            handle.extractall(destination, members=members)
+            return [destination / m.filename for m in members]
+    try:
+        handle = tarfile.open(archive)
+    except tarfile.TarError as err:
+        raise DataSetError(f"{archive}: not a tar or zip archive ({err}); delete it and download again.") from None
+    with handle:
+        members = handle.getmembers()
+        for member in members:
+            check(member.name, member.linkname if (member.issym() or member.islnk()) else None, hard=member.islnk())
+        handle.extractall(destination, members=members, filter="data")
+        return [destination / m.name for m in members]

@@ -47,6 +47,7 @@ __all__ = [
     "write_png",
     "write_nifti",
     "deidentify",
+    "anonymous_uid",
     "PHI_ATTRIBUTES",
     "image_suffix",
     "list_image_files",
@@ -119,6 +120,7 @@ def image_suffix(path):
 
 
 def _fail(path, problem, fix):
+    problem = " ".join(str(problem).split())  # library messages may span lines; errors are one line
     raise ImageReadError(f"{path}: {problem}. {fix}")
 
 
@@ -146,6 +148,8 @@ def read_image(path, canonical=False):
     if path.is_dir():
         return read_dicom_series(path)
     if not path.exists():
+        if path.is_symlink():
+            _fail(path, f"a broken link (to {os.readlink(path)}, which does not exist)", "Fix or remove the link")
         _fail(path, "no such file", "Check the path")
     if path.stat().st_size == 0:
         _fail(path, "the file is empty (0 bytes)", "Re-export or re-copy it")
@@ -232,6 +236,9 @@ def _dicom_pixels(dataset, path):
     try:
         pixels = dataset.pixel_array
     except Exception as err:  # pydicom raises many types for codecs and truncation
+        if "less than expected" in str(err):
+            _fail(path, f"the DICOM pixel data is shorter than its header says ({err})",
+                  "The file is truncated (an interrupted copy or transfer?): copy or export it again")
         _fail(path, f"cannot decode the DICOM pixel data ({type(err).__name__}: {err})",
               "Install the codec it names (e.g. pylibjpeg) or re-export uncompressed")
     slope = float(getattr(dataset, "RescaleSlope", 1) or 1)
@@ -285,7 +292,9 @@ def _dicom_metadata(dataset):
         "units": "HU" if modality == "CT" else str(getattr(dataset, "RescaleType", "")) or "rescaled",
         "slice_thickness_mm": float(getattr(dataset, "SliceThickness", 0) or 0) or None,
         "position_mm": tuple(float(v) for v in getattr(dataset, "ImagePositionPatient", [])) or None,
-        "series_uid": str(getattr(dataset, "SeriesInstanceUID", "")),
+        # a hashed stand-in: slices of one series still share it, the original UID stays private
+        "series_uid": anonymous_uid(str(getattr(dataset, "SeriesInstanceUID", ""))),
+        "deidentified": True,
     }
     centre, width = getattr(dataset, "WindowCenter", None), getattr(dataset, "WindowWidth", None)
     if centre is not None and width is not None:
@@ -416,9 +425,12 @@ def read_nifti(path, canonical=False):
     except Exception as err:  # nibabel raises ImageFileError, EOFError, zlib errors, ...
         _fail(path, f"not a readable NIfTI file ({type(err).__name__}: {err})",
               "Re-export it, or check it is complete (a truncated download?)")
+    if data.ndim > 4:
+        _fail(path, f"the volume has {data.ndim} dimensions {data.shape}; expected 2D, 3D or 4D (3D plus channels)",
+              "Split time series or other extra axes into separate files")
     if data.dtype.kind == "f" and not np.all(np.isfinite(data)):
         bad = int(data.size - np.count_nonzero(np.isfinite(data)))
-        _fail(path, f"{bad} voxels are NaN or infinite", "Clean the volume (e.g. set them to 0) before using it")
+        _fail(path, f"{bad} voxel(s) are NaN or infinite", "Clean the volume (e.g. set them to 0) before using it")
     if data.dtype.kind == "f" or data.dtype.itemsize > 2:
         data = data.astype(np.float32) if data.dtype.kind == "f" else data
     zooms = tuple(float(z) for z in image.header.get_zooms()[:3])
@@ -571,13 +583,36 @@ _BLANKED = {"PatientName", "PatientID", "PatientBirthDate", "PatientSex", "Refer
             "AccessionNumber", "StudyID", "StudyDate", "StudyTime"}
 
 
+#: UIDs under this root name DICOM's own classes and syntaxes (CT Image Storage, Explicit VR
+#: Little Endian, ...): the same for every file, so they identify nobody and are kept.
+_STANDARD_UID_ROOT = "1.2.840.10008."
+
+
+def anonymous_uid(uid):
+    """A stand-in for a DICOM UID: ``2.25.`` plus a number derived from the UID by SHA-256.
+
+    The same UID always maps to the same stand-in (slices of a series still group, references
+    between files still match), but the original cannot be read back from it. ``2.25.``
+    is the DICOM root for UIDs made from a 128-bit number (PS3.5 B.2). Empty stays empty.
+    """
+    import hashlib  # noqa: PLC0415
+
+    uid = str(uid).strip()
+    if not uid:
+        return ""
+    return "2.25." + str(int.from_bytes(hashlib.sha256(uid.encode()).digest()[:16], "big"))
+
+
 def deidentify(dataset):
     """A copy of a DICOM dataset without patient-identifying attributes.
 
     Removes (or blanks, where DICOM requires the attribute) every attribute in
     ``PHI_ATTRIBUTES``, in nested sequences too, and all private tags, which vendors use
-    for anything including names. UIDs are kept, so slices still group into series; pixel
-    data are kept as they are (text burned into the pixels is not removed).
+    for anything including names, and every date and time. Instance UIDs (study, series, image, frame of reference,
+    and the file meta's copy) are replaced by ``anonymous_uid`` stand-ins, as the basic
+    profile asks, consistently, so slices still group into series; DICOM's standard class
+    and syntax UIDs are kept. Pixel data are kept as they are (text burned into the pixels
+    is not removed).
 
     Parameters
     ----------
@@ -594,6 +629,13 @@ def deidentify(dataset):
         raise ValueError(f"dataset must be a pydicom.Dataset. Received: {type(dataset).__name__}")
     clean = copy.deepcopy(dataset)
 
+    def replace_uids(ds):
+        for element in ds:
+            if element.VR == "UI" and element.value:
+                values = [element.value] if isinstance(element.value, str) else list(element.value)
+                new = [v if str(v).startswith(_STANDARD_UID_ROOT) else anonymous_uid(v) for v in values]
+                element.value = new if len(new) > 1 else new[0]
+
     def scrub(ds):
         ds.remove_private_tags()
         for name in PHI_ATTRIBUTES:
@@ -602,12 +644,23 @@ def deidentify(dataset):
                     ds[name].value = ""
                 else:
                     delattr(ds, name)
+        # every date and time too (the profile without its "retain longitudinal temporal
+        # information" option): InstanceCreationDate and the like date the visit as well
+        for element in list(ds):
+            if element.VR in ("DA", "DT", "TM"):
+                if element.keyword in _BLANKED:
+                    element.value = ""
+                else:
+                    del ds[element.tag]
+        replace_uids(ds)
         for element in ds:
             if element.VR == "SQ":
                 for item in element.value:
                     scrub(item)
 
     scrub(clean)
+    if getattr(clean, "file_meta", None) is not None:
+        replace_uids(clean.file_meta)
     clean.PatientIdentityRemoved = "YES"
     return clean
 
@@ -616,21 +669,42 @@ def _is_hidden(path):
     return Path(path).name.startswith(".") or Path(path).name in ("Thumbs.db", "desktop.ini")
 
 
-def list_image_files(folder):
+def list_image_files(folder, inside=None):
     """Image files directly inside ``folder``, sorted, skipping hidden and system files.
+
+    Parameters
+    ----------
+    folder : str or Path
+    inside : str or Path, optional
+        The data folder every file must stay in (default ``folder``): a symbolic link that
+        points outside it is refused, so a data set cannot pull in files from elsewhere on
+        the disk unnoticed.
 
     Returns
     -------
     (list of Path, list of Path)
         Image files, and the other (non-hidden) files that are not images.
+
+    Raises
+    ------
+    ImageReadError
+        ``folder`` is not a folder, or a link points outside ``inside``.
     """
     folder = Path(folder)
     if not folder.is_dir():
         raise ImageReadError(f"{folder}: not a folder. Check the path")
+    boundary = Path(inside if inside is not None else folder).resolve()
     images, others = [], []
     for entry in sorted(os.scandir(folder), key=lambda e: e.name):
         path = Path(entry.path)
         if _is_hidden(path) or not entry.is_file():
             continue
+        if entry.is_symlink():
+            target = path.resolve()
+            if target != boundary and boundary not in target.parents:
+                raise ImageReadError(
+                    f"{path}: a link to {target}, outside the data folder {boundary}. Copy the file into the "
+                    "folder, or point to the folder the data really live in"
+                )
         (images if image_suffix(path) in IMAGE_SUFFIXES else others).append(path)
     return images, others

@@ -17,3 +17,15 @@ def tf_setup():
     import medseg_course as mc
 
     return mc.utils.setup(seed=0, threads=2)
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tf_setup, tmp_path_factory):
+    """A run folder with a tiny model (1 epoch on 12 phantoms, 32x32), for tests of predict."""
+    import medseg_course as mc
+
+    out = tmp_path_factory.mktemp("tiny_model") / "run"
+    code = mc.cli.main(["train", "--data", "phantom", "--num-images", "12", "--image-size", "32", "--depth", "2",
+                        "--base-filters", "4", "--epochs", "1", "--batch-size", "4", "--out", str(out)])
+    assert code == 0
+    return out

@@ -220,7 +220,7 @@ def test_download_verifies_checksum_and_unpacks(served_archive, tmp_path, monkey
 def test_download_refuses_unsafe_archive(served_archive, tmp_path):
     url, serve_dir = served_archive
     md5 = hashlib.md5((serve_dir / "Task98_Evil.tar").read_bytes()).hexdigest()
-    with pytest.raises(DataSetError, match="unsafe archive member '../escape.txt'"):
+    with pytest.raises(DataSetError, match=r"unsafe archive member '../escape.txt' \(a '..' component\)"):
         mc.data.download_msd("Task98_Evil", cache_dir=tmp_path / "c", base_url=url, md5=md5, progress=False)
     assert not (tmp_path / "escape.txt").exists()
 
@@ -230,3 +230,80 @@ def test_known_tasks_have_published_checksums():
     assert mc.data.MSD_TASKS["Task09_Spleen"] == "410d4a301da4e5b2f6f86ec3ddba524e"
     with pytest.raises(ValueError, match="Unknown Decathlon task"):
         mc.data.download_msd("Task42_Nothing")
+
+
+def crafted_archives(folder):
+    """Tar and zip archives that try to write outside the folder they are unpacked into."""
+    import zipfile
+
+    def tar(name, *members):
+        buffer = stdio.BytesIO()
+        with tarfile.open(fileobj=buffer, mode="w") as handle:
+            ok = tarfile.TarInfo("task/ok.txt")
+            ok.size = 2
+            handle.addfile(ok, stdio.BytesIO(b"ok"))
+            for info in members:
+                handle.addfile(info, stdio.BytesIO(b"bad") if info.isfile() else None)
+        (folder / name).write_bytes(buffer.getvalue())
+
+    def member(name, kind=tarfile.REGTYPE, link=""):
+        info = tarfile.TarInfo(name)
+        info.type, info.linkname = kind, link
+        info.size = 3 if kind == tarfile.REGTYPE else 0
+        return info
+
+    def zip_(name, member_name, link=None):
+        with zipfile.ZipFile(folder / name, "w") as handle:
+            handle.writestr("task/ok.txt", "ok")
+            info = zipfile.ZipInfo(member_name)
+            if link is not None:
+                info.external_attr = (0o120777 << 16)  # a symbolic link, its target as content
+            handle.writestr(info, link if link is not None else "bad")
+
+    tar("absolute.tar", member("/tmp/medseg_escape.txt"))
+    tar("dotdot.tar", member("task/../../escape.txt"))
+    tar("symlink.tar", member("task/passwd", tarfile.SYMTYPE, "../../../etc/passwd"))
+    tar("hardlink.tar", member("task/h", tarfile.LNKTYPE, "../outside.txt"))
+    zip_("absolute.zip", "/tmp/medseg_escape.txt")
+    zip_("dotdot.zip", "task/../../escape.txt")
+    zip_("symlink.zip", "task/passwd", "../../../etc/passwd")
+    return {
+        "absolute.tar": "an absolute path", "dotdot.tar": "a '..' component",
+        "symlink.tar": "a link to '../../../etc/passwd', outside the folder",
+        "hardlink.tar": "a link to '../outside.txt', outside the folder",
+        "absolute.zip": "an absolute path", "dotdot.zip": "a '..' component",
+        "symlink.zip": "a link to '../../../etc/passwd', outside the folder",
+    }
+
+
+def test_safe_extract_refuses_crafted_archives_served_locally(served_archive, tmp_path):
+    import urllib.request
+
+    url, serve_dir = served_archive
+    expected = crafted_archives(serve_dir)
+    for name, reason in expected.items():
+        archive = tmp_path / "downloads" / name
+        archive.parent.mkdir(exist_ok=True)
+        with urllib.request.urlopen(url + name, timeout=10) as response:  # from 127.0.0.1
+            archive.write_bytes(response.read())
+        target = tmp_path / "unpacked" / name
+        with pytest.raises(DataSetError) as info:
+            mc.data.safe_extract(archive, target)
+        assert str(info.value).startswith(f"{archive}: refusing "), info.value
+        assert reason in str(info.value) and "nothing was extracted" in str(info.value)
+        assert list(target.rglob("*")) == []  # checked before anything was written
+    assert not (tmp_path / "escape.txt").exists() and not (tmp_path / "outside.txt").exists()
+    import pathlib
+
+    assert not pathlib.Path("/tmp/medseg_escape.txt").exists()
+
+
+def test_safe_extract_unpacks_a_clean_archive_and_never_replaces_files(served_archive, tmp_path):
+    url, serve_dir = served_archive
+    files = mc.data.safe_extract(serve_dir / "Task99_Toy.tar", tmp_path / "out")
+    assert (tmp_path / "out" / "Task99_Toy" / "dataset.json").is_file() and files
+    with pytest.raises(DataSetError, match="already exists; the archive would replace it"):
+        mc.data.safe_extract(serve_dir / "Task99_Toy.tar", tmp_path / "out")
+    (tmp_path / "junk.tar").write_bytes(b"not an archive at all")
+    with pytest.raises(DataSetError, match="not a tar or zip archive"):
+        mc.data.safe_extract(tmp_path / "junk.tar", tmp_path / "out2")

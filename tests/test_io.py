@@ -108,7 +108,7 @@ def test_corrupt_nan_and_empty_nifti(tmp_path):
     with pytest.raises(io.ImageReadError, match="cut.nii: not a readable NIfTI"):
         io.read_image(tmp_path / "cut.nii")
     nib.save(nib.Nifti1Image(np.full((2, 2, 2), np.nan, np.float32), np.eye(4)), tmp_path / "nan.nii")
-    with pytest.raises(io.ImageReadError, match="8 voxels are NaN"):
+    with pytest.raises(io.ImageReadError, match=r"8 voxel\(s\) are NaN"):
         io.read_image(tmp_path / "nan.nii")
     (tmp_path / "empty.nii.gz").write_bytes(b"")
     with pytest.raises(io.ImageReadError, match="empty"):
@@ -197,4 +197,8 @@ def test_deidentify_removes_identifiers(sample):
     assert not any(element.tag.is_private for element in clean.iterall())
     assert clean.PatientIdentityRemoved == "YES"
     np.testing.assert_array_equal(clean.pixel_array, original.pixel_array)
-    assert clean.SeriesInstanceUID == original.SeriesInstanceUID
+    # instance UIDs replaced by consistent stand-ins (the file meta's copy too); class UIDs kept
+    assert clean.SeriesInstanceUID == io.anonymous_uid(original.SeriesInstanceUID) != original.SeriesInstanceUID
+    assert clean.SOPInstanceUID == clean.file_meta.MediaStorageSOPInstanceUID != original.SOPInstanceUID
+    assert clean.SOPClassUID == original.SOPClassUID and clean.SOPClassUID.startswith("1.2.840.10008.")
+    assert str(original.StudyInstanceUID) not in str(clean)
