@@ -977,19 +977,27 @@ def download_msd(task, cache_dir=None, base_url=MSD_BASE_URL, md5=None, progress
     return target
 
 
-def _unsafe_reason(name, link_target, destination):
-    """Why an archive member may not be extracted into ``destination``, or None."""
+def _unsafe_reason(name, link_target=None, hard=False):
+    """Why an archive member may not be extracted, or None.
+
+    A symbolic link's target is resolved from the member's folder, a hard link's from the
+    archive's root; either must stay inside the folder being unpacked into.
+    """
     import posixpath  # noqa: PLC0415
 
-    if name.startswith(("/", "\\")) or (len(name) > 1 and name[1] == ":"):
-        return "an absolute path"
-    parts = name.replace("\\", "/").split("/")
-    if ".." in parts:
-        return "a '..' component"
-    if link_target is not None:
-        resolved = posixpath.normpath(posixpath.join(posixpath.dirname(name), link_target.replace("\\", "/")))
-        if link_target.startswith(("/", "\\")) or resolved == ".." or resolved.startswith("../"):
-            return f"a link to {link_target!r}, outside the folder"
+    def escapes(path):
+        path = path.replace("\\", "/")
+        if path.startswith("/") or (len(path) > 1 and path[1] == ":"):
+            return "an absolute path"
+        return "a '..' component" if ".." in path.split("/") else None
+
+    reason = escapes(name)
+    if reason or link_target is None:
+        return reason
+    base = "" if hard else posixpath.dirname(name.replace("\\", "/"))
+    resolved = posixpath.normpath(posixpath.join(base, link_target.replace("\\", "/")))
+    if escapes(link_target) == "an absolute path" or resolved == ".." or resolved.startswith("../"):
+        return f"a link to {link_target!r}, outside the folder"
     return None
 
 
@@ -998,9 +1006,10 @@ def safe_extract(archive, destination):
 
     Every member is checked before anything is written: absolute paths, ``..`` components
     and links (symbolic or hard) that point outside ``destination`` stop the extraction, so
-    a crafted archive cannot write outside the folder or plant a link to elsewhere. Tar
-    members are also extracted with Python's ``"data"`` filter (no device files, no
-    set-uid bits). Existing files are never replaced: a member that would overwrite one
+    a crafted archive cannot write outside the folder or plant a link to elsewhere. Links in
+    zip archives are refused outright (``zipfile`` would write them as plain files holding
+    the target's path). Tar members are also extracted with Python's ``"data"`` filter (no
+    device files, no set-uid bits). Existing files are never replaced: a member that would overwrite one
     stops the extraction.
 
     Parameters
@@ -1026,11 +1035,8 @@ def safe_extract(archive, destination):
     archive, destination = Path(archive), Path(destination)
     destination.mkdir(parents=True, exist_ok=True)
 
-    def check(name, link_target, hard=False):
-        # a hard link's target is named from the archive's root, a symbolic link's from its folder
-        reason = _unsafe_reason(name, link_target, destination) if not hard else _unsafe_reason(name, None, destination) or (
-            _unsafe_reason("member", link_target, destination)
-        )
+    def check(name, link_target=None, hard=False):
+        reason = _unsafe_reason(name, link_target, hard)
         if reason:
             raise DataSetError(f"{archive}: refusing unsafe archive member {name!r} ({reason}); nothing was extracted.")
         if (destination / name).exists() and not (destination / name).is_dir():

@@ -697,7 +697,11 @@ def list_image_files(folder, inside=None):
     images, others = [], []
     for entry in sorted(os.scandir(folder), key=lambda e: e.name):
         path = Path(entry.path)
-        if _is_hidden(path) or not entry.is_file():
+        if _is_hidden(path):
+            continue
+        if entry.is_symlink() and not path.exists():
+            raise ImageReadError(f"{path}: a broken link (to {os.readlink(path)}, which does not exist). Fix or remove the link")
+        if not entry.is_file():
             continue
         if entry.is_symlink():
             target = path.resolve()

@@ -290,8 +290,9 @@ def normalize_zscore(image, mask=None):
         if not mask.any():
             raise ValueError("mask is empty; z-score statistics need at least one pixel.")
         values = image[mask]
-    values = values.astype(np.float64)  # float32 sums leave a constant image a tiny, spurious std
     std = float(values.std())
+    # checked on the values, not the std: float32 rounding leaves a constant image a tiny,
+    # spurious std that would blow its pixels up to arbitrary values
     if np.ptp(values) == 0 or std == 0:
         raise ValueError(
             "image is constant (std 0) where the statistics are taken; z-score is undefined. "

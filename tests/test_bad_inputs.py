@@ -404,6 +404,52 @@ def test_load_msd(tmp_path, name):
     assert snapshot(tmp_path) == before
 
 
+BAD_FILES = [name for name, (_, expected) in single_files(Path("."), Path(".")).items() if expected != "ok"]
+
+
+@pytest.mark.parametrize("bad", BAD_FILES)
+def test_one_bad_file_in_an_otherwise_good_data_set(tf_setup, tmp_path, capsys, bad):
+    """Each bad file of the corpus, as one image of a paired data set and as one predicted
+    mask: the loader, ``train`` and ``evaluate`` stop and name it."""
+    files = build_single_files(tmp_path / "corpus", tmp_path / "outside")
+    bad_path = next(path for path in files if path.name == bad)
+    stem = bad_path.name.split(".")[0]
+    root = tmp_path / "data"
+    for i in range(3):
+        grey, m = phantom(i)
+        write(root / "images" / f"case{i}.png", png(grey))
+        write(root / "masks" / f"case{i}_mask.png", png(m * 255))
+        write(root / "pred" / f"case{i}.png", png(m * 255))
+    write(root / "masks" / f"{stem}_mask.png", png(phantom(5)[1] * 255))
+    for folder in ("images", "pred"):
+        target = root / folder / bad
+        if bad_path.is_symlink():
+            target.symlink_to(os.readlink(bad_path))
+        else:
+            target.write_bytes(bad_path.read_bytes())
+    before = snapshot(root)
+
+    def names_it(line, folder):
+        path = root / folder / bad
+        assert str(path) in line or (str(root) in line and bad in line), line
+        assert "Traceback" not in line and "internal error" not in line, line
+
+    with pytest.raises(DataSetError) as info:
+        mc.data.load_paired_folders(root)
+    names_it(str(info.value), "images")
+    code, lines, _ = cli(capsys, "train", "--data", root, "--out", tmp_path / "run", "--epochs", "1")
+    assert code == 2 and len(lines) == 1, lines
+    names_it(lines[0], "images")
+    report("cli train (one bad file)", bad, lines[0].replace(str(root), "DATA"))
+    code, lines, _ = cli(capsys, "evaluate", "--pred", root / "pred", "--truth", root / "masks", "--out",
+                         tmp_path / "eval.csv")
+    assert code == 2 and len(lines) == 1, lines
+    names_it(lines[0], "pred")
+    report("cli evaluate (one bad file)", bad, lines[0].replace(str(root), "DATA"))
+    assert snapshot(root) == before
+    assert not (tmp_path / "run").exists() and not (tmp_path / "eval.csv").exists()
+
+
 # -------------------------------------------------------------------------------- CLI
 
 
