@@ -487,6 +487,11 @@ def _load_run(model_path, allow_legacy=False):
             config[key]  # noqa: B018
     except (OSError, ValueError, KeyError, TypeError) as err:
         raise CLIError(f"{config_path}: not a run configuration from medseg-course train ({type(err).__name__}: {err}).") from None
+    import zipfile  # noqa: PLC0415
+
+    if not legacy and not zipfile.is_zipfile(path):
+        raise CLIError(f"{path}: not a Keras model file (a .keras file is a zip archive; this one is not, or it is "
+                       "truncated). Re-train or re-copy it.")
     try:
         # safe_mode: a .keras file whose config asks to deserialise Python code (a Lambda
         # layer's bytecode) is refused instead of run

@@ -532,7 +532,7 @@ def test_cli_predict_folders_and_models(trained_run, tmp_path, capsys):
     models = tmp_path / "models"
     write(models / "garbage" / "model.keras", b"PK\x03\x04 not really a zip")
     (models / "garbage" / "config.json").write_text((trained_run / "config.json").read_text())
-    cases["garbage .keras"] = ("--model", models / "garbage", models / "garbage" / "model.keras", r"not a loadable Keras model")
+    cases["garbage .keras"] = ("--model", models / "garbage", models / "garbage" / "model.keras", r"not a Keras model file \(a \.keras file is a zip archive; this one is not")
     write(models / "legacy" / "model.h5", b"\x89HDF\r\n\x1a\n")
     (models / "legacy" / "config.json").write_text("{}")
     cases["legacy .h5"] = ("--model", models / "legacy" / "model.h5", models / "legacy" / "model.h5",
