@@ -1,0 +1,62 @@
+"""Print the committed benchmark results (``benchmarks/results/*.json``) as one table.
+
+Each row is one figure: the benchmark, the figure's name (nested keys joined by ``.``) and
+its value; lists (the single runs behind a median) are left out of the rows, and
+the machine each file was measured on is printed under its name.
+
+Usage: ``python benchmarks/table.py [RESULTS_DIR]``.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def rows(prefix, value):
+    if isinstance(value, dict):
+        for key, item in value.items():
+            yield from rows(f"{prefix}.{key}" if prefix else key, item)
+    elif isinstance(value, (int, float)) and not isinstance(value, bool):
+        yield prefix, value
+
+
+def _is_grid(value):
+    return (isinstance(value, dict) and len(value) > 1 and all(isinstance(v, dict) for v in value.values())
+            and len({tuple(v) for v in value.values()}) == 1)
+
+
+def print_grid(title, grid):
+    columns = list(next(iter(grid.values())))
+    width = max(len(name) for name in grid)
+    print(f"  {title:<{width}}  " + "  ".join(f"{c:>16}" for c in columns))
+    for name, values in grid.items():
+        print(f"  {name:<{width}}  " + "  ".join(f"{values[c]:>16,}" for c in columns))
+
+
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else argv
+    folder = Path(argv[0]) if argv else RESULTS
+    files = sorted(folder.glob("*.json"))
+    if not files:
+        print(f"{folder}: no benchmark results; run `make bench` first.", file=sys.stderr)
+        return 1
+    for path in files:
+        report = json.loads(path.read_text())
+        machine = report.pop("machine", {})
+        print(f"\n{path.stem}  ({', '.join(f'{k} {v}' for k, v in machine.items())})")
+        for key, value in list(report.items()):
+            if _is_grid(value):  # e.g. notebooks: one row per notebook, one column per figure
+                print_grid(key, report.pop(key))
+        entries = list(rows("", report))
+        width = max((len(name) for name, _ in entries), default=10)
+        for name, value in entries:
+            print(f"  {name:<{width}}  {value:>12,.2f}" if isinstance(value, float) else f"  {name:<{width}}  {value:>12,}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
