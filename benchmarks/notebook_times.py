@@ -10,6 +10,7 @@ Usage: ``python benchmarks/notebook_times.py [--save FILE] [NOTEBOOK ...]``
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import subprocess
 import sys
@@ -31,7 +32,10 @@ _PROBE = (
 
 
 def time_notebook(notebook):
-    with tempfile.TemporaryDirectory() as tmp:
+    # the copy lives under the repository (in _build/), so a chapter that looks for the
+    # repository's files from its working folder (ch12 reads requirements.txt) finds them
+    (ROOT / "_build").mkdir(exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=ROOT / "_build", prefix="notebook_times_") as tmp:
         copy = Path(tmp) / notebook.name
         copy.write_bytes(notebook.read_bytes())
         command = [sys.executable, "-c", _PROBE, str(Path(sys.executable).with_name("jupyter-execute")),
@@ -49,15 +53,19 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("notebooks", nargs="*", type=Path, help="default: every book/*.ipynb")
     parser.add_argument("--save", type=Path)
+    parser.add_argument("--update", action="store_true",
+                        help="keep the other notebooks' figures already in the --save file")
     args = parser.parse_args(argv)
     notebooks = args.notebooks or sorted((ROOT / "book").glob("*.ipynb"))
     results = {}
+    if args.update and args.save and args.save.is_file():
+        results = json.loads(args.save.read_text())["notebooks"]
     for notebook in notebooks:
         results[notebook.name] = time_notebook(notebook.resolve())
         print(notebook.name, results[notebook.name], file=sys.stderr, flush=True)
     report = {
         "machine": machine(),
-        "notebooks": results,
+        "notebooks": dict(sorted(results.items())),
         "total_seconds": round(sum(r["seconds"] for r in results.values()), 1),
         "max_peak_memory_mb": max(r["peak_memory_mb"] for r in results.values()),
     }
