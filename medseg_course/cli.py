@@ -446,8 +446,7 @@ def _save_overlay(image, truth, pred, path, title):
     from medseg_course.viz import overlay  # noqa: PLC0415
 
     display = image[..., 0] if image.shape[-1] == 1 else image
-    title = title.encode("utf-8", "backslashreplace").decode("utf-8")  # file names need not be UTF-8
-    ax = overlay(display, truth, pred, title=title)
+    ax = overlay(display, truth, pred, title=_printable(title))
     ax.figure.savefig(path, dpi=80, bbox_inches="tight")
     plt.close(ax.figure)
 
@@ -456,6 +455,8 @@ def _save_overlay(image, truth, pred, path, title):
 
 
 def _load_run(model_path, allow_legacy=False):
+    import zipfile  # noqa: PLC0415
+
     import keras  # noqa: PLC0415
 
     import medseg_course.losses  # noqa: F401, PLC0415  (registers the custom losses)
@@ -487,8 +488,6 @@ def _load_run(model_path, allow_legacy=False):
             config[key]  # noqa: B018
     except (OSError, ValueError, KeyError, TypeError) as err:
         raise CLIError(f"{config_path}: not a run configuration from medseg-course train ({type(err).__name__}: {err}).") from None
-    import zipfile  # noqa: PLC0415
-
     if not legacy and not zipfile.is_zipfile(path):
         raise CLIError(f"{path}: not a Keras model file (a .keras file is a zip archive; this one is not, or it is "
                        "truncated). Re-train or re-copy it.")
@@ -511,10 +510,8 @@ def _inputs(path):
     from medseg_course.io import ImageReadError, list_image_files  # noqa: PLC0415
 
     path = Path(path)
-    if path.is_file():
-        return [path]
-    if path.is_symlink() and not path.exists():
-        raise CLIError(f"{path}: a broken link (to {os.readlink(path)}, which does not exist); fix or remove it.")
+    if path.is_file() or (path.is_symlink() and not path.exists()):
+        return [path]  # read_image names what is wrong with it, a broken link included
     if not path.is_dir():
         raise CLIError(f"{path}: no such file or folder.")
     files, others = list_image_files(path, inside=path)
@@ -788,8 +785,8 @@ def main(argv=None):
         return 2
     except OSError as err:  # permissions, a full disk, a file that vanished
         where = f"{err.filename}: " if err.filename else ""
-        text = f"{where}{err.strerror or _one_line(err)}".encode("utf-8", "backslashreplace").decode("utf-8")
-        print(f"medseg-course {args.command}: error: {text}", file=sys.stderr)
+        print(f"medseg-course {args.command}: error: {_printable(where + (err.strerror or _one_line(err)))}",
+              file=sys.stderr)
         return 2
     except Exception as err:  # a bug: say so in one line, with the traceback on request
         if os.environ.get("MEDSEG_DEBUG"):
@@ -804,8 +801,12 @@ def main(argv=None):
 
 def _one_line(err):
     text = str(err).strip()
-    line = text.splitlines()[0] if text else type(err).__name__
-    return line.encode("utf-8", "backslashreplace").decode("utf-8")  # file names need not be UTF-8
+    return _printable(text.splitlines()[0] if text else type(err).__name__)
+
+
+def _printable(text):
+    """``text`` with the undecodable bytes of non-UTF-8 file names escaped, so it can be printed."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -1009,8 +1009,8 @@ def safe_extract(archive, destination):
     a crafted archive cannot write outside the folder or plant a link to elsewhere. Links in
     zip archives are refused outright (``zipfile`` would write them as plain files holding
     the target's path). Tar members are also extracted with Python's ``"data"`` filter (no
-    device files, no set-uid bits). Existing files are never replaced: a member that would overwrite one
-    stops the extraction.
+    device files, no set-uid bits). Existing files are never replaced: a member that would
+    overwrite one stops the extraction.
 
     Parameters
     ----------

@@ -119,6 +119,12 @@ def image_suffix(path):
     return Path(name).suffix
 
 
+def _check_link(path):
+    """Raise ``ImageReadError`` if ``path`` is a symbolic link to nothing."""
+    if path.is_symlink() and not path.exists():
+        _fail(path, f"a broken link (to {os.readlink(path)}, which does not exist)", "Fix or remove the link")
+
+
 def _fail(path, problem, fix):
     problem = " ".join(str(problem).split())  # library messages may span lines; errors are one line
     raise ImageReadError(f"{path}: {problem}. {fix}")
@@ -148,8 +154,7 @@ def read_image(path, canonical=False):
     if path.is_dir():
         return read_dicom_series(path)
     if not path.exists():
-        if path.is_symlink():
-            _fail(path, f"a broken link (to {os.readlink(path)}, which does not exist)", "Fix or remove the link")
+        _check_link(path)
         _fail(path, "no such file", "Check the path")
     if path.stat().st_size == 0:
         _fail(path, "the file is empty (0 bytes)", "Re-export or re-copy it")
@@ -608,11 +613,11 @@ def deidentify(dataset):
 
     Removes (or blanks, where DICOM requires the attribute) every attribute in
     ``PHI_ATTRIBUTES``, in nested sequences too, and all private tags, which vendors use
-    for anything including names, and every date and time. Instance UIDs (study, series, image, frame of reference,
-    and the file meta's copy) are replaced by ``anonymous_uid`` stand-ins, as the basic
-    profile asks, consistently, so slices still group into series; DICOM's standard class
-    and syntax UIDs are kept. Pixel data are kept as they are (text burned into the pixels
-    is not removed).
+    for anything including names, and every date and time. Instance UIDs (study, series,
+    image, frame of reference, and the file meta's copy) are replaced by ``anonymous_uid``
+    stand-ins, as the basic profile asks, consistently, so slices still group into series;
+    DICOM's standard class and syntax UIDs are kept. Pixel data are kept as they are (text
+    burned into the pixels is not removed).
 
     Parameters
     ----------
@@ -699,8 +704,7 @@ def list_image_files(folder, inside=None):
         path = Path(entry.path)
         if _is_hidden(path):
             continue
-        if entry.is_symlink() and not path.exists():
-            raise ImageReadError(f"{path}: a broken link (to {os.readlink(path)}, which does not exist). Fix or remove the link")
+        _check_link(path)
         if not entry.is_file():
             continue
         if entry.is_symlink():

@@ -455,7 +455,7 @@ class _RunKeeper(keras.callbacks.Callback):
         self.monitor = monitor  # "val_dice" or None (no validation data)
         self.patience = patience
         self.out_dir = out_dir
-        self.rows, self.best, self.best_weights, self.best_epoch, self.wait = [], None, None, 0, 0
+        self.rows, self.best, self.best_weights, self.wait = [], None, None, 0
 
     # ---- state
     def load(self, model, path):
@@ -481,7 +481,7 @@ class _RunKeeper(keras.callbacks.Callback):
         best = group("best")
         self.best_weights = best or None
         self.rows, self.best = meta["rows"], meta["best"]
-        self.best_epoch, self.wait = meta["best_epoch"], meta["wait"]
+        self.wait = meta["wait"]
         return meta["epoch"]
 
     def _save_state(self, epoch):
@@ -498,7 +498,6 @@ class _RunKeeper(keras.callbacks.Callback):
             "epoch": epoch + 1,
             "rows": self.rows,
             "best": self.best,
-            "best_epoch": self.best_epoch,
             "wait": self.wait,
             "counts": {name: len(values) for name, values in groups.items()},
         }
@@ -528,10 +527,9 @@ class _RunKeeper(keras.callbacks.Callback):
             current = float(current)
             if self.best_weights is None:
                 self.best_weights = self.model.get_weights()
-                self.best_epoch = epoch
             self.wait += 1
             if self.best is None or current > self.best:
-                self.best, self.best_epoch, self.wait, improved = current, epoch, 0, True
+                self.best, self.wait, improved = current, 0, True
                 self.best_weights = self.model.get_weights()
             elif self.patience is not None and self.wait >= self.patience and epoch > 0:
                 self.model.stop_training = True
