@@ -23,6 +23,10 @@ import os
 # TensorFlow's C++ logger must be quietened before TensorFlow is first imported; level 2
 # still lets error-level lines through (they break nbval). setdefault keeps a user's choice.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+# oneDNN's CPU kernels (TF_ENABLE_ONEDNN_OPTS=1, set before TensorFlow is imported) train the
+# course's U-Net 1.25-1.7x faster on an AVX2 CPU (benchmarks/train_throughput.py), but are
+# not on by default: a re-run of chapter 10 with them did not repeat the previous run bit for
+# bit, and the committed outputs are checked bit for bit. See the README ("CPU speed").
 
 __version__ = "0.1.0"
 
@@ -45,8 +49,16 @@ _SUBMODULES = (
 __all__ = [*_SUBMODULES, "__version__"]
 
 
+#: Submodules that import TensorFlow when they load.
+_TENSORFLOW_SUBMODULES = ("losses", "models", "training")
+
+
 def __getattr__(name):
     if name in _SUBMODULES:
+        if name in _TENSORFLOW_SUBMODULES:
+            from medseg_course.utils import import_tensorflow  # noqa: PLC0415
+
+            import_tensorflow()  # quietly, before the submodule does it loudly
         module = importlib.import_module(f"{__name__}.{name}")
         globals()[name] = module
         return module
