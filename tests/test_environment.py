@@ -42,3 +42,19 @@ def test_ci_runs_the_readme_test_command():
     ci = (ROOT / ".ci" / "run").read_text()
     assert "make test" in readme and "make book" in readme
     assert "make test" in ci
+
+
+def test_notebooks_set_up_before_importing_tensorflow():
+    """TensorFlow reads TF_ENABLE_ONEDNN_OPTS once, when it is imported: a chapter that
+    imports keras or tensorflow before ``mc.utils.setup`` trains with the slower default
+    kernels on AVX2 CPUs, and its committed outputs would not be the ones a reader gets."""
+    import json
+
+    for notebook in sorted((ROOT / "book").glob("*.ipynb")):
+        code = "\n".join(
+            "".join(cell["source"]) for cell in json.loads(notebook.read_text())["cells"] if cell["cell_type"] == "code"
+        )
+        first_tf = re.search(r"^(import|from) (keras|tensorflow)\b", code, re.MULTILINE)
+        setup = code.find("mc.utils.setup(")
+        if first_tf:
+            assert 0 <= setup < first_tf.start(), f"{notebook.name}: call mc.utils.setup() before importing keras/tensorflow"
