@@ -3,7 +3,7 @@
 #   make test       set up .venv, run the unit tests and every notebook under pytest --nbval
 #   make notebooks  re-execute every notebook in place (the committed outputs are a CPU run)
 #   make book-ci    build the HTML book from the committed outputs (no execution), as CI does
-#   make bench      run the benchmarks (JSON to benchmarks/results/), then print them as a table
+#   make bench      run the benchmarks (JSON to benchmarks/results/, about an hour), then print a table
 #   make lab        open the course in JupyterLab with the course's environment
 #   make clean      remove _build (keeps .venv)
 
@@ -52,6 +52,8 @@ notebooks: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python benchmarks/train_throughput.py --save benchmarks/results/train_throughput.json
 	$(BIN)/python benchmarks/inference.py --save benchmarks/results/inference.json
+	$(BIN)/python benchmarks/time_to_dice.py --save benchmarks/results/time_to_dice.json
+	$(BIN)/python benchmarks/recipes.py --save benchmarks/results/recipes.json
 	$(BIN)/python benchmarks/notebook_times.py --save benchmarks/results/notebook_times.json
 	$(BIN)/python benchmarks/table.py
 

@@ -2,9 +2,10 @@
 
 Prints JSON: per notebook the seconds ``jupyter-execute`` takes (kernel start included) and
 the peak resident memory of the kernel process, and the total. Notebooks run on temporary
-copies, so the committed outputs are untouched.
+copies, so the committed outputs are untouched unless ``--write-back`` asks to replace each
+notebook with its executed copy (what ``make notebooks`` does, timed in the same pass).
 
-Usage: ``python benchmarks/notebook_times.py [--save FILE] [NOTEBOOK ...]``
+Usage: ``python benchmarks/notebook_times.py [--save FILE] [--update] [--write-back] [NOTEBOOK ...]``
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ _PROBE = (
 )
 
 
-def time_notebook(notebook):
+def time_notebook(notebook, write_back=False):
     # the copy lives under the repository (in _build/), so a chapter that looks for the
     # repository's files from its working folder (ch12 reads requirements.txt) finds them
     (ROOT / "_build").mkdir(exist_ok=True)
@@ -39,13 +40,15 @@ def time_notebook(notebook):
         copy = Path(tmp) / notebook.name
         copy.write_bytes(notebook.read_bytes())
         command = [sys.executable, "-c", _PROBE, str(Path(sys.executable).with_name("jupyter-execute")),
-                   "--timeout=600", str(copy)]
+                   "--inplace", "--timeout=600", str(copy)]
         start = time.perf_counter()
         result = subprocess.run(command, capture_output=True, text=True, cwd=notebook.parent,
                                 env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
         seconds = time.perf_counter() - start
-    if result.returncode:
-        raise RuntimeError(f"{notebook.name} failed:\n{result.stderr}")
+        if result.returncode:
+            raise RuntimeError(f"{notebook.name} failed:\n{result.stderr}")
+        if write_back:
+            os.replace(copy, notebook)  # same file system (_build/ is in the repository)
     return {"seconds": round(seconds, 1), "peak_memory_mb": round(int(result.stdout.split()[-1]) / 1024, 0)}
 
 
@@ -55,13 +58,15 @@ def main(argv=None):
     parser.add_argument("--save", type=Path)
     parser.add_argument("--update", action="store_true",
                         help="keep the other notebooks' figures already in the --save file")
+    parser.add_argument("--write-back", action="store_true",
+                        help="replace each notebook with its executed copy (its outputs updated)")
     args = parser.parse_args(argv)
     notebooks = args.notebooks or sorted((ROOT / "book").glob("*.ipynb"))
     results = {}
     if args.update and args.save and args.save.is_file():
         results = json.loads(args.save.read_text())["notebooks"]
     for notebook in notebooks:
-        results[notebook.name] = time_notebook(notebook.resolve())
+        results[notebook.name] = time_notebook(notebook.resolve(), args.write_back)
         print(notebook.name, results[notebook.name], file=sys.stderr, flush=True)
     report = {
         "machine": machine(),

@@ -1,16 +1,22 @@
 """Training throughput on this machine, and the time the quick-tour chapter takes.
 
-Prints one JSON object: images per second of training (after a warm-up epoch that absorbs
-tracing and graph compilation) for
+Prints one JSON object with:
 
-* the 16-filter U-Net (depth 4) at 128x128, through the package's tf.data + fit path;
-* the article's encoder-decoder (64-512 filters) at 128x128, the same way;
-* the 16-filter U-Net through the package's path against a plain ``model.fit`` on NumPy
-  arrays, timed in alternation in the same run (the ratio is what the performance issue
-  asks to raise to 1.5);
-
-each as the median of three timed runs (single runs on the 2-core machine vary by up to
-~40 %, so one sample is not a measurement);
+* ``unet16_128`` and ``article_128``: images per second of training (after a warm-up epoch
+  that absorbs tracing and graph compilation) for the 16-filter U-Net (depth 4) and the
+  article's encoder-decoder (64-512 filters) at 128x128, through the package's tf.data +
+  ``fit`` path; each the median of three timed runs (single runs on the 2-core machine
+  vary by up to ~40 %, so one sample is not a measurement);
+* ``unet16_128_vs_plain_fit``: the package's path (with its recommended oneDNN opt-in,
+  ``TF_ENABLE_ONEDNN_OPTS=1``) against a plain ``model.fit`` on NumPy arrays in a process
+  with TensorFlow's defaults, same model, loss, optimizer and batch, each in its own worker process (the
+  settings a process starts TensorFlow with cannot be changed afterwards), timed in
+  alternation so that drifts in the machine's speed hit every arm alike. A third arm, a
+  plain ``model.fit`` in a process set up like the package's, splits the gain into what
+  the process settings give and what the input pipeline gives;
+* ``flops``: the U-Net's training FLOPs per image (its convolutions, counted from the layer
+  shapes), the machine's measured float32 matrix-multiply rate, and the share of it the
+  training step achieves;
 
 and the wall-clock seconds of executing ``book/00_quick_tour.ipynb`` in a fresh kernel.
 
@@ -21,6 +27,7 @@ Usage: ``python benchmarks/train_throughput.py [--save results/train_throughput.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import statistics
 import subprocess
@@ -30,15 +37,120 @@ import time
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-
-import medseg_course as mc  # noqa: E402
+# The package's recommended CPU setting (README, "CPU speed"), opt-in because the book's
+# outputs are checked bit for bit with the default kernels. The plain arm drops it.
+os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 from _report import emit, machine  # noqa: E402
 
+SIZE, BATCH, IMAGES, EPOCHS = 128, 16, 64, 2
 
-def training_rate(model, images, masks, batch_size, epochs, repeats=3):
+
+# ------------------------------------------------------------------ worker processes
+
+
+def _worker(arm):
+    """One arm of the alternating comparison: warm up, then time EPOCHS epochs per 'run'.
+
+    ``plain``: what a user without the package does: TensorFlow imported first, with its
+    own defaults (threads, kernels), then ``model.fit`` on NumPy arrays.
+    ``plain_setup``: ``model.fit`` on NumPy arrays in a process set up by ``mc.utils.setup``.
+    ``package``: ``mc.utils.setup`` + ``mc.training.make_dataset`` + ``mc.training.fit``.
+    """
+    if arm == "plain":
+        os.environ.pop("TF_ENABLE_ONEDNN_OPTS", None)  # TensorFlow's own default
+        import tensorflow  # noqa: F401, PLC0415  (first, as a plain user would)
+    import medseg_course as mc  # noqa: PLC0415
+
+    if arm != "plain":
+        mc.utils.setup(seed=0, threads=2)
+    import keras  # noqa: PLC0415
+
+    keras.utils.set_random_seed(0)
+    images, masks = mc.data.make_phantoms(IMAGES, image_size=SIZE, seed=0)
+    model = mc.models.build_unet((SIZE, SIZE, 1), depth=4, base_filters=16)
+    mc.training.compile_model(model, loss="dice_ce", learning_rate=1e-3)
+    if arm == "package":
+        data = mc.training.make_dataset(images, masks, batch_size=BATCH, seed=0)
+
+        def run(epochs):
+            mc.training.fit(model, data, epochs=epochs)
+    else:
+
+        def run(epochs):
+            model.fit(images, masks, batch_size=BATCH, epochs=epochs, shuffle=True, verbose=0)
+
+    run(1)  # warm-up: tracing and compilation
+    status = {"onednn": mc.utils.onednn_enabled(), "matmul_gflops": _matmul_gflops()}
+    print(json.dumps(status), flush=True)
+    for line in sys.stdin:
+        if line.strip() != "run":
+            break
+        start = time.perf_counter()
+        run(EPOCHS)
+        print(json.dumps({"seconds": time.perf_counter() - start}), flush=True)
+
+
+def _matmul_gflops(n=2048, repeats=5):
+    """Best-of-``repeats`` float32 matrix-multiply rate of this process, in GFLOP/s."""
+    import tensorflow as tf  # noqa: PLC0415
+
+    a = tf.random.stateless_uniform((n, n), seed=(0, 1))
+    b = tf.random.stateless_uniform((n, n), seed=(0, 2))
+    tf.linalg.matmul(a, b).numpy()
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        tf.linalg.matmul(a, b).numpy()
+        best = min(best, time.perf_counter() - start)
+    return round(2 * n**3 / best / 1e9, 1)
+
+
+def against_plain_fit(rounds=3):
+    """Images/s of each arm, alternating package, plain, plain_setup, package, ..."""
+    arms = ("package", "plain", "plain_setup")
+    workers = {}
+    status = {}
+    for arm in arms:  # started one after another, so warm-ups do not overlap either
+        workers[arm] = subprocess.Popen(
+            [sys.executable, __file__, "--worker", arm],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=ROOT,
+        )
+        status[arm] = json.loads(workers[arm].stdout.readline())
+    rates = {arm: [] for arm in arms}
+    try:
+        for _ in range(rounds):
+            for arm in arms:
+                workers[arm].stdin.write("run\n")
+                workers[arm].stdin.flush()
+                seconds = json.loads(workers[arm].stdout.readline())["seconds"]
+                rates[arm].append(IMAGES * EPOCHS / seconds)
+    finally:
+        for worker in workers.values():
+            worker.stdin.close()
+            worker.wait(timeout=60)
+    medians = {arm: statistics.median(values) for arm, values in rates.items()}
+    return {
+        "package_images_per_s": round(medians["package"], 2),
+        "plain_fit_images_per_s": round(medians["plain"], 2),
+        "ratio": round(medians["package"] / medians["plain"], 3),
+        "plain_fit_with_setup_images_per_s": round(medians["plain_setup"], 2),
+        "ratio_from_setup": round(medians["plain_setup"] / medians["plain"], 3),
+        "ratio_from_pipeline": round(medians["package"] / medians["plain_setup"], 3),
+        "runs": {arm: [round(r, 2) for r in values] for arm, values in rates.items()},
+        "onednn": {arm: status[arm]["onednn"] for arm in arms},
+        "matmul_gflops": {arm: status[arm]["matmul_gflops"] for arm in arms},
+        "batch_size": BATCH,
+        "images_per_run": IMAGES * EPOCHS,
+    }
+
+
+# ------------------------------------------------------------------ in this process
+
+
+def training_rate(mc, model, images, masks, batch_size, epochs, repeats=3):
     """Images/s of ``repeats`` timed runs of ``epochs`` epochs, after one warm-up epoch."""
     mc.training.compile_model(model, loss="dice_ce", learning_rate=1e-3)
     data = mc.training.make_dataset(images, masks, batch_size=batch_size, seed=0)
@@ -57,41 +169,76 @@ def training_rate(model, images, masks, batch_size, epochs, repeats=3):
     }
 
 
-def against_plain_fit(images, masks, batch_size=16, epochs=2, rounds=3):
-    """The package's path (make_dataset + fit) against Keras' model.fit on NumPy arrays.
+def conv_flops(model):
+    """Forward and training FLOPs per image of a model's convolutions (a multiply-add = 2).
 
-    Same architecture, loss, optimizer and batch size, no augmentation on either side, two
-    separately compiled models, timed in alternation (package, plain, package, ...) so that
-    drifts in the machine's speed hit both alike. Returns images/s of each and their ratio.
+    Training = forward + the gradient with respect to the weights (the same count again) +
+    the gradient with respect to the input (again, except for layers fed by the model's
+    input, whose input gradient nobody needs). Element-wise layers (batch norm, ReLU,
+    pooling) add well under 1 % and are left out.
     """
     import keras  # noqa: PLC0415
 
-    def build():
-        keras.utils.set_random_seed(0)
-        model = mc.models.build_unet(images.shape[1:], depth=4, base_filters=16)
-        return mc.training.compile_model(model, loss="dice_ce", learning_rate=1e-3)
+    inputs = {id(t) for t in model.inputs}
+    forward = training = 0
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.Conv2DTranspose):
+            (_, h, w, c_in), c_out = layer.input.shape, layer.filters
+        elif isinstance(layer, keras.layers.Conv2D):
+            (_, h, w, _), c_out = layer.output.shape, layer.filters
+            c_in = layer.input.shape[-1]
+        else:
+            continue
+        kh, kw = layer.kernel_size
+        flops = 2 * h * w * kh * kw * c_in * c_out
+        forward += flops
+        training += flops * (2 if id(layer.input) in inputs else 3)
+    return forward, training
 
-    ours, plain = build(), build()
-    data = mc.training.make_dataset(images, masks, batch_size=batch_size, seed=0)
-    mc.training.fit(ours, data, epochs=1)
-    plain.fit(images, masks, batch_size=batch_size, epochs=1, shuffle=True, verbose=0)
-    rates = {"package": [], "plain_fit": []}
-    for _ in range(rounds):
-        start = time.perf_counter()
-        mc.training.fit(ours, data, epochs=epochs)
-        rates["package"].append(len(images) * epochs / (time.perf_counter() - start))
-        start = time.perf_counter()
-        plain.fit(images, masks, batch_size=batch_size, epochs=epochs, shuffle=True, verbose=0)
-        rates["plain_fit"].append(len(images) * epochs / (time.perf_counter() - start))
-    medians = {name: statistics.median(values) for name, values in rates.items()}
-    return {
-        "package_images_per_s": round(medians["package"], 2),
-        "plain_fit_images_per_s": round(medians["plain_fit"], 2),
-        "ratio": round(medians["package"] / medians["plain_fit"], 3),
-        "package_runs": [round(r, 2) for r in rates["package"]],
-        "plain_fit_runs": [round(r, 2) for r in rates["plain_fit"]],
-        "batch_size": batch_size,
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--save", type=Path, help="also write the JSON to this file")
+    parser.add_argument("--skip-tour", action="store_true", help="do not time the quick tour")
+    parser.add_argument("--worker", choices=("package", "plain", "plain_setup"), help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.worker:
+        _worker(args.worker)
+        return
+
+    comparison = against_plain_fit()  # first: its workers must not share the CPU with us
+    import medseg_course as mc  # noqa: PLC0415
+
+    info = mc.utils.setup(seed=0, threads=2)
+    images, masks = mc.data.make_phantoms(IMAGES, image_size=SIZE, seed=0)
+    unet = mc.models.build_unet((SIZE, SIZE, 1), depth=4, base_filters=16)
+    article = mc.models.build_seed_encoder_decoder((SIZE, SIZE, 1))
+    unet_rate = training_rate(mc, unet, images, masks, batch_size=BATCH, epochs=EPOCHS)
+    forward, training = conv_flops(unet)
+    matmul = comparison["matmul_gflops"]["package"]
+    achieved = training * comparison["package_images_per_s"] / 1e9
+    result = {
+        "machine": {
+            **machine(),
+            "threads": info.threads,
+            "device": info.device,
+            "onednn": info.onednn,
+            "tensorflow": info.versions.get("tensorflow-cpu", info.versions.get("tensorflow")),
+        },
+        "unet16_128": unet_rate,
+        "article_128": training_rate(mc, article, images[:16], masks[:16], batch_size=8, epochs=1),
+        "unet16_128_vs_plain_fit": comparison,
+        "flops": {
+            "forward_gflop_per_image": round(forward / 1e9, 3),
+            "training_gflop_per_image": round(training / 1e9, 3),
+            "achieved_gflops": round(achieved, 1),
+            "matmul_gflops": matmul,
+            "share_of_matmul_rate": round(achieved / matmul, 3),
+        },
     }
+    if not args.skip_tour:
+        result["quick_tour_seconds"] = quick_tour_seconds()
+    emit(result, args.save)
 
 
 def quick_tour_seconds():
@@ -108,32 +255,6 @@ def quick_tour_seconds():
             cwd=ROOT / "book",
         )
         return round(time.perf_counter() - start, 1)
-
-
-def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--save", type=Path, help="also write the JSON to this file")
-    parser.add_argument("--skip-tour", action="store_true", help="do not time the quick tour")
-    args = parser.parse_args(argv)
-
-    info = mc.utils.setup(seed=0, threads=2)
-    images, masks = mc.data.make_phantoms(64, image_size=128, seed=0)
-    unet = mc.models.build_unet((128, 128, 1), depth=4, base_filters=16)
-    article = mc.models.build_seed_encoder_decoder((128, 128, 1))
-    result = {
-        "machine": {
-            **machine(),
-            "threads": info.threads,
-            "device": info.device,
-            "tensorflow": info.versions.get("tensorflow-cpu", info.versions.get("tensorflow")),
-        },
-        "unet16_128": training_rate(unet, images, masks, batch_size=16, epochs=2),
-        "article_128": training_rate(article, images[:16], masks[:16], batch_size=8, epochs=1),
-        "unet16_128_vs_plain_fit": against_plain_fit(images, masks),
-    }
-    if not args.skip_tour:
-        result["quick_tour_seconds"] = quick_tour_seconds()
-    emit(result, args.save)
 
 
 if __name__ == "__main__":
