@@ -32,7 +32,6 @@ import os
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -237,24 +236,10 @@ def main(argv=None):
         },
     }
     if not args.skip_tour:
-        result["quick_tour_seconds"] = quick_tour_seconds()
+        from notebook_times import time_notebook  # noqa: PLC0415
+
+        result["quick_tour_seconds"] = time_notebook(ROOT / "book" / "00_quick_tour.ipynb")["seconds"]
     emit(result, args.save)
-
-
-def quick_tour_seconds():
-    """Execute the quick tour in a fresh kernel on a temporary copy; return wall seconds."""
-    notebook = ROOT / "book" / "00_quick_tour.ipynb"
-    with tempfile.TemporaryDirectory() as tmp:
-        copy = Path(tmp) / notebook.name
-        copy.write_bytes(notebook.read_bytes())
-        start = time.perf_counter()
-        subprocess.run(
-            [str(Path(sys.executable).with_name("jupyter-execute")), "--timeout=600", str(copy)],
-            check=True,
-            capture_output=True,
-            cwd=ROOT / "book",
-        )
-        return round(time.perf_counter() - start, 1)
 
 
 if __name__ == "__main__":

@@ -132,13 +132,6 @@ def _write_json(path, payload):
         tmp.write_text(json.dumps(payload, indent=2))
 
 
-def _save_model(model, path):
-    from medseg_course.utils import atomic_path  # noqa: PLC0415
-
-    with atomic_path(path, suffix=".keras") as tmp:
-        model.save(tmp)
-
-
 def _epochs_logged(out):
     log = out / "log.csv"
     return max(0, len(log.read_text().splitlines()) - 1) if log.is_file() else 0
@@ -345,13 +338,13 @@ def _cmd_train(args):
             time_budget_s=None if args.time_budget is None else args.time_budget * 60, resume=args.resume,
         )
     except KeyboardInterrupt:
-        _save_model(model, out / MODEL_NAME)  # fit restored the best weights so far
+        training.save_model(model, out / MODEL_NAME)  # fit restored the best weights so far
         epochs_done = _epochs_logged(out)
         raise CLIInterrupted(
             f"interrupted after {epochs_done} complete epoch(s); the best model so far is {out / MODEL_NAME} "
             f"and the log {out / 'log.csv'}. Continue with the same command and --resume."
         ) from None
-    _save_model(model, out / MODEL_NAME)
+    training.save_model(model, out / MODEL_NAME)
     train_seconds = time.perf_counter() - start
     metrics = _validation_metrics(model, config, val_cases, out)
     metrics["train_seconds"] = round(train_seconds, 1)

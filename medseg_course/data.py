@@ -960,18 +960,16 @@ def download_msd(task, cache_dir=None, base_url=MSD_BASE_URL, md5=None, progress
     shutil.rmtree(staging, ignore_errors=True)
     try:
         safe_extract(archive, staging)
-    except DataSetError:
-        shutil.rmtree(staging, ignore_errors=True)
+        if (staging / task).is_dir():
+            if target.exists():
+                raise DataSetError(f"{target}: exists without dataset.json; move it away and run again.")
+            os.replace(staging / task, target)
+    except DataSetError:  # a ValueError too, but already names the problem
         raise
     except (OSError, ValueError, EOFError) as err:
-        shutil.rmtree(staging, ignore_errors=True)
         raise DataSetError(f"{archive}: cannot unpack ({type(err).__name__}: {err}); delete it and download again.") from None
-    if (staging / task).is_dir():
-        if target.exists():
-            shutil.rmtree(staging, ignore_errors=True)
-            raise DataSetError(f"{target}: exists without dataset.json; move it away and run again.")
-        os.replace(staging / task, target)
-    shutil.rmtree(staging, ignore_errors=True)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
     if not (target / "dataset.json").is_file():
         raise DataSetError(f"{archive}: the archive did not contain {task}/dataset.json.")
     return target

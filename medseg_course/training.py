@@ -24,7 +24,7 @@ from medseg_course import losses as losses_module
 from medseg_course import metrics as metrics_module
 from medseg_course.utils import atomic_path, check_array, check_positive, check_writable_folder
 
-__all__ = ["Augmentation", "make_dataset", "sample_patches", "compile_model", "reinitialize", "fit", "RESUME_NAME"]
+__all__ = ["Augmentation", "make_dataset", "sample_patches", "compile_model", "reinitialize", "fit", "save_model", "RESUME_NAME"]
 
 
 @dataclass(frozen=True)
@@ -535,14 +535,21 @@ class _RunKeeper(keras.callbacks.Callback):
                 self.model.stop_training = True
         if self.out_dir is not None:
             if improved:
-                with atomic_path(self.out_dir / "best.keras", suffix=".keras") as tmp:
-                    self.model.save(tmp)
+                save_model(self.model, self.out_dir / "best.keras")
             self._save_state(epoch)
             self.write_log()
 
     def restore_best(self):
         if self.best_weights is not None:
             self.model.set_weights(self.best_weights)
+
+
+def save_model(model, path):
+    """Save a Keras model as ``path`` (``.keras``) atomically: a run killed while it is being
+    written leaves the previous file or the complete new one, never a truncated zip."""
+    with atomic_path(path, suffix=".keras") as tmp:
+        model.save(tmp)
+    return Path(path)
 
 
 def _checkpoint_bytes(model):
@@ -689,8 +696,7 @@ def fit(
         raise
     keeper.restore_best()
     if out_dir is not None and val_data is None:
-        with atomic_path(out_dir / "best.keras", suffix=".keras") as tmp:
-            model.save(tmp)
+        save_model(model, out_dir / "best.keras")
     return {key: [float(v) for v in values] for key, values in history.history.items()}
 
 
