@@ -25,8 +25,12 @@ import os
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 # oneDNN's CPU kernels (TF_ENABLE_ONEDNN_OPTS=1, set before TensorFlow is imported) train the
 # course's U-Net 1.25-1.7x faster on an AVX2 CPU (benchmarks/train_throughput.py), but are
-# not on by default: a re-run of chapter 10 with them did not repeat the previous run bit for
-# bit, and the committed outputs are checked bit for bit. See the README ("CPU speed").
+# off unless asked for, also on the CPUs where TensorFlow would turn them on by itself
+# (AVX512-VNNI, BF16, AMX): their results depend on the CPU's instruction set, and a re-run
+# of chapter 10 with them did not repeat the previous run bit for bit. The default kernels
+# give the committed outputs' bits on any AVX CPU with the same versions. See the README
+# ("CPU speed"). setdefault keeps a user's choice.
+os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
 
 __version__ = "0.1.0"
 

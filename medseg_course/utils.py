@@ -39,6 +39,7 @@ __all__ = [
     "check_writable_folder",
     "import_tensorflow",
     "onednn_enabled",
+    "numerics_fingerprint",
 ]
 
 #: Packages whose versions ``setup`` reports (distribution names on PyPI).
@@ -182,6 +183,66 @@ def onednn_enabled():
     except ImportError:  # a TensorFlow build without the query: report it off
         return False
     return bool(_pywrap_util_port.IsMklEnabled())
+
+
+def numerics_fingerprint():
+    """A short hash of this machine's training arithmetic, to tell whether it reproduces a run.
+
+    The chapters' outputs were computed on one machine; the same code repeats them bit for
+    bit on another only where every kernel adds its floating-point numbers in the same
+    order. That depends on the CPU's instruction set (oneDNN and NumPy choose their kernels
+    at run time), on oneDNN being on, on the thread count and on the versions installed.
+    This function makes 16 phantoms, trains a 3-level, 16-filter U-Net on them for three
+    steps with the chapters' loss and optimiser, and hashes the images, the weights and
+    the predictions, NumPy's elementwise functions and OpenCV's bilateral filter on fixed
+    inputs, and the settings that change the arithmetic. Two machines
+    with the same fingerprint gave the same bits here; with different fingerprints, expect
+    the chapters' trained numbers to differ in their later digits, and sometimes in the
+    second (a network's training amplifies rounding differences).
+
+    Call ``setup()`` first (it fixes the seed, threads and determinism). Takes about 2 s
+    after TensorFlow's import. The test suite compares it with the committed outputs'
+    (``tests/numerics_reference.json``) to decide whether to compare outputs bit for bit.
+
+    Returns
+    -------
+    str
+        16 hexadecimal digits.
+    """
+    import hashlib  # noqa: PLC0415
+
+    import keras  # noqa: PLC0415
+
+    from medseg_course import data, models, preprocessing, training  # noqa: PLC0415
+
+    tf = import_tensorflow()
+    keras.utils.set_random_seed(0)
+    images, masks = data.make_phantoms(16, image_size=64, seed=0)
+    model = models.build_unet(input_shape=(64, 64, 1), depth=3, base_filters=16)
+    training.compile_model(model, loss="dice_ce", learning_rate=1e-3)
+    for _ in range(3):
+        model.train_on_batch(images, masks)
+    digest = hashlib.sha256()
+    settings = (
+        tf.__version__,
+        np.__version__,
+        tf.config.threading.get_intra_op_parallelism_threads(),
+        onednn_enabled(),
+        bool(tf.config.list_physical_devices("GPU")),
+    )
+    digest.update(repr(settings).encode())
+    for array in (images, masks, *model.get_weights(), model.predict_on_batch(images)):
+        digest.update(np.ascontiguousarray(array, dtype=np.float32).tobytes())
+    # NumPy and OpenCV also pick SIMD kernels by CPU (float64 exp and log, for one, have
+    # AVX-512 versions only); the chapters use these functions outside TensorFlow.
+    x = np.linspace(-3.0, 3.0, 4097)
+    for dtype in (np.float32, np.float64):
+        v = x.astype(dtype)
+        for ufunc in (np.exp, np.log1p, np.sin, np.cos, np.tanh, np.sqrt, np.arctan2):
+            args = (v, v[::-1]) if ufunc is np.arctan2 else (np.abs(v) if ufunc in (np.log1p, np.sqrt) else v,)
+            digest.update(np.ascontiguousarray(ufunc(*args)).tobytes())
+    digest.update(preprocessing.denoise_bilateral(images[0, ..., 0]).tobytes())
+    return digest.hexdigest()[:16]
 
 
 def import_tensorflow():

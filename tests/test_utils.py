@@ -46,15 +46,16 @@ def test_check_array_messages():
 
 
 def test_onednn_opt_in_and_tensorflow_start_up_silent():
-    """TF_ENABLE_ONEDNN_OPTS=1 turns oneDNN's kernels on (1.25-1.7x faster training here), and
-    TensorFlow's start-up line about them, which ignores TF_CPP_MIN_LOG_LEVEL, reaches
-    neither stderr (the CLI's one-line errors) nor notebooks."""
+    """TF_ENABLE_ONEDNN_OPTS=1 turns oneDNN's kernels on (1.25-1.7x faster training here); unset,
+    the package keeps them off on every CPU (TensorFlow alone turns them on for some). Their
+    start-up line, which ignores TF_CPP_MIN_LOG_LEVEL, reaches neither stderr (the CLI's
+    one-line errors) nor notebooks."""
     import subprocess
     import sys
 
-    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
-    for value in ("1", "0"):
-        env["TF_ENABLE_ONEDNN_OPTS"] = value
+    base = {k: v for k, v in os.environ.items() if k not in ("TF_CPP_MIN_LOG_LEVEL", "TF_ENABLE_ONEDNN_OPTS")}
+    for value in ("1", "0", None):
+        env = dict(base) if value is None else dict(base, TF_ENABLE_ONEDNN_OPTS=value)
         for code in (
             "import medseg_course as mc; print(mc.utils.setup().onednn)",
             "import medseg_course as mc; mc.models; print(mc.utils.onednn_enabled())",
@@ -70,3 +71,18 @@ def test_import_is_lazy():
     code = "import sys, medseg_course as mc; mc.metrics; mc.data; print('tensorflow' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_numerics_fingerprint_repeats_and_tracks_onednn(monkeypatch):
+    """The fingerprint the suite uses to decide whether to compare notebook outputs: the same
+    in two fresh processes, and different once oneDNN's kernels are on."""
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location("numerics", Path(__file__).with_name("numerics.py"))
+    numerics = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(numerics)
+    first, second = numerics.fingerprint_here(), numerics.fingerprint_here()
+    assert first == second and len(first) == 16
+    monkeypatch.setenv("TF_ENABLE_ONEDNN_OPTS", "1")
+    assert numerics.fingerprint_here() != first

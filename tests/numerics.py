@@ -1,0 +1,101 @@
+"""Does this machine reproduce the committed notebook outputs bit for bit?
+
+The chapters' outputs were computed on one CPU. nbval compares a re-run with them exactly,
+which only makes sense where the arithmetic is the same: the same instruction set for the
+kernels TensorFlow and NumPy pick at run time, oneDNN on or off, the same threads and
+versions. ``medseg_course.utils.numerics_fingerprint()`` hashes a short training run with
+those settings; ``numerics_reference.json`` holds the hash of the machine that made the
+committed outputs (``make notebooks`` records it).
+
+The root ``conftest.py`` uses ``compare()``: where the fingerprints agree, nbval compares
+every output; where they differ, it runs every cell and every ``assert`` (the bounds each
+chapter's claims rest on) without comparing printed numbers, as ``--nbval-lax`` does, and
+says so in the report header.
+
+    python tests/numerics.py            # this machine's fingerprint against the reference
+    python tests/numerics.py --record   # store this machine's as the reference
+"""
+
+import argparse
+import datetime
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+REFERENCE = Path(__file__).with_name("numerics_reference.json")
+
+_PROGRAM = (
+    "import medseg_course as mc; mc.utils.setup(seed=0, threads=2); "
+    "print(mc.utils.numerics_fingerprint())"
+)
+
+
+def fingerprint_here(timeout=600):
+    """This machine's fingerprint, computed in a fresh process (TensorFlow's settings are
+    fixed per process, and the caller's must not be touched)."""
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+    result = subprocess.run([sys.executable, "-c", _PROGRAM], capture_output=True, text=True,
+                            env=env, timeout=timeout, check=False)
+    if result.returncode != 0:
+        raise RuntimeError(f"computing the numerics fingerprint failed:\n{result.stderr[-2000:]}")
+    return result.stdout.strip().splitlines()[-1]
+
+
+def cpu_description():
+    """The CPU's model name and the vector extensions that change kernel choice."""
+    model, flags = "unknown CPU", set()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() == "model name" and model == "unknown CPU":
+                model = value.strip()
+            elif key.strip() == "flags" and not flags:
+                flags = set(value.split())
+    except OSError:
+        pass
+    vector = sorted(f for f in flags if f.startswith(("avx", "amx", "fma")))
+    return f"{model} ({' '.join(vector) or 'no AVX'}), {os.cpu_count()} cores"
+
+
+def reference():
+    """The stored reference: ``{"fingerprint", "machine", "recorded"}``."""
+    return json.loads(REFERENCE.read_text())
+
+
+def compare():
+    """``(same, here, reference_dict)`` for this machine against the committed outputs'."""
+    ref = reference()
+    here = fingerprint_here()
+    return here == ref["fingerprint"], here, ref
+
+
+def record():
+    """Store this machine's fingerprint as the committed outputs' reference."""
+    entry = {
+        "fingerprint": fingerprint_here(),
+        "machine": cpu_description(),
+        "recorded": datetime.date.today().isoformat(),
+    }
+    REFERENCE.write_text(json.dumps(entry, indent=2) + "\n")
+    return entry
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--record", action="store_true",
+                        help="store this machine's fingerprint as the reference")
+    args = parser.parse_args(argv)
+    if args.record:
+        print(json.dumps(record()))
+        return 0
+    same, here, ref = compare()
+    print(f"this machine: {here} ({cpu_description()})")
+    print(f"reference:    {ref['fingerprint']} ({ref['machine']}, {ref['recorded']})")
+    print("outputs reproduce bit for bit" if same else "outputs will differ in their digits")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
