@@ -5,10 +5,13 @@ The committed notebook outputs come from one CPU. Where this machine's arithmeti
 trained numbers differ in their digits, so comparing them says nothing about the course.
 There, nbval still runs every cell and every ``assert`` (each chapter asserts the bounds
 its claims rest on) but does not compare printed outputs, and the report header says so.
-``--compare-outputs=always`` compares them anyway.
+``--compare-outputs=always`` compares them anyway. On AVX-512 CPUs the kernels that round
+differently are capped at AVX2 first (``reproducible_environment``), so that such a machine
+can reproduce the committed outputs.
 """
 
 import importlib.util
+import os
 from pathlib import Path
 
 _HERE = Path(__file__).parent
@@ -30,6 +33,8 @@ def _numerics():
 
 
 def pytest_configure(config):
+    # Notebook kernels and the fingerprint's process inherit this process's environment.
+    os.environ.update(_numerics().reproducible_environment())
     option = config.option
     if not getattr(option, "nbval", False) or getattr(option, "nbval_lax", False):
         return

@@ -32,10 +32,46 @@ _PROGRAM = (
 )
 
 
+def reproducible_environment():
+    """Environment variables that make an AVX-512 CPU compute what an AVX2 one does.
+
+    The committed outputs come from an AVX2 CPU. Libraries that pick SIMD kernels at run
+    time round differently with AVX-512 ones: oneDNN (TensorFlow's matrix products go
+    through its sgemm even with ``TF_ENABLE_ONEDNN_OPTS=0``), NumPy's ufuncs and OpenCV.
+    Capping each at AVX2 costs a little speed and gives the same bits. Only features the CPU
+    has are named: OpenCV prints a line for each one it lacks. Variables already set win.
+    """
+    env = {"ONEDNN_MAX_CPU_ISA": "AVX2", "DNNL_MAX_CPU_ISA": "AVX2"}
+    flags = _cpu_flags()
+    if "avx512f" in flags:
+        try:
+            from numpy._core._multiarray_umath import __cpu_dispatch__, __cpu_features__
+        except ImportError:  # another NumPy layout: leave its kernels alone
+            __cpu_dispatch__, __cpu_features__ = (), {}
+        wide = [f for f in __cpu_dispatch__ if f in ("X86_V4", "AVX512_ICL", "AVX512_SPR") and __cpu_features__.get(f)]
+        if wide:
+            env["NPY_DISABLE_CPU_FEATURES"] = " ".join(wide)
+        if {"avx512bw", "avx512dq", "avx512vl", "avx512cd"} <= flags:
+            env["OPENCV_CPU_DISABLE"] = "AVX512-SKX"
+    return {key: value for key, value in env.items() if key not in os.environ}
+
+
+def _cpu_flags():
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() == "flags":
+                return set(value.split())
+    except OSError:
+        pass
+    return set()
+
+
 def fingerprint_here(timeout=600):
     """This machine's fingerprint, computed in a fresh process (TensorFlow's settings are
-    fixed per process, and the caller's must not be touched)."""
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+    fixed per process, and the caller's must not be touched), under
+    ``reproducible_environment()``."""
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", **reproducible_environment())
     result = subprocess.run([sys.executable, "-c", _PROGRAM], capture_output=True, text=True,
                             env=env, timeout=timeout, check=False)
     if result.returncode != 0:
@@ -45,17 +81,16 @@ def fingerprint_here(timeout=600):
 
 def cpu_description():
     """The CPU's model name and the vector extensions that change kernel choice."""
-    model, flags = "unknown CPU", set()
+    model = "unknown CPU"
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             key, _, value = line.partition(":")
-            if key.strip() == "model name" and model == "unknown CPU":
+            if key.strip() == "model name":
                 model = value.strip()
-            elif key.strip() == "flags" and not flags:
-                flags = set(value.split())
+                break
     except OSError:
         pass
-    vector = sorted(f for f in flags if f.startswith(("avx", "amx", "fma")))
+    vector = sorted(f for f in _cpu_flags() if f.startswith(("avx", "amx", "fma")))
     return f"{model} ({' '.join(vector) or 'no AVX'}), {os.cpu_count()} cores"
 
 
