@@ -24,7 +24,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-REFERENCE = Path(__file__).with_name("numerics_reference.json")
+#: The committed run's fingerprint; MEDSEG_NUMERICS_REFERENCE names another file (for tests).
+REFERENCE = Path(os.environ.get("MEDSEG_NUMERICS_REFERENCE") or Path(__file__).with_name("numerics_reference.json"))
 
 _PROGRAM = (
     "import medseg_course as mc; mc.utils.setup(seed=0, threads=2); "

@@ -58,3 +58,43 @@ def test_notebooks_set_up_before_importing_tensorflow():
         setup = code.find("mc.utils.setup(")
         if first_tf:
             assert 0 <= setup < first_tf.start(), f"{notebook.name}: call mc.utils.setup() before importing keras/tensorflow"
+
+
+def test_notebook_outputs_compared_only_where_the_arithmetic_matches(tmp_path):
+    """conftest.py compares notebook outputs bit for bit on a machine whose numerics
+    fingerprint matches the reference, and otherwise runs them uncompared, saying so: a
+    notebook whose stored output is wrong fails in the first case and passes in the second."""
+    import importlib.util
+    import json
+    import os
+    import subprocess
+    import sys
+
+    import nbformat
+
+    spec = importlib.util.spec_from_file_location("numerics", ROOT / "tests" / "numerics.py")
+    numerics = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(numerics)
+    here = numerics.fingerprint_here()
+    cell = nbformat.v4.new_code_cell("print(1 + 1)", execution_count=1)
+    cell.outputs = [nbformat.v4.new_output("stream", name="stdout", text="3\n")]
+    notebook = tmp_path / "wrong.ipynb"
+    nbformat.write(nbformat.v4.new_notebook(cells=[cell]), notebook)
+
+    def run(fingerprint):
+        reference = tmp_path / f"{fingerprint}.json"
+        reference.write_text(json.dumps({"fingerprint": fingerprint, "machine": "a test", "recorded": "today"}))
+        done = subprocess.run(
+            [sys.executable, "-m", "pytest", "--nbval", "--nbval-current-env", "-p", "no:cacheprovider",
+             "-p", "conftest",  # the repository's conftest.py: the notebook lies outside it
+             f"--rootdir={ROOT}", "-c", str(ROOT / "pyproject.toml"), str(notebook)],
+            cwd=ROOT, capture_output=True, text=True, timeout=600, check=False,
+            env={**os.environ, "MEDSEG_NUMERICS_REFERENCE": str(reference)})
+        return done.returncode, done.stdout
+
+    code, out = run(here)
+    assert f"compared bit for bit; this machine reproduces the committed run (numerics fingerprint {here})" in out
+    assert code == 1 and "1 failed" in out
+    code, out = run("0123456789abcdef")
+    assert f"NOT compared; this machine's numerics fingerprint {here} differs from the committed run's 0123456789abcdef" in out
+    assert code == 0 and "1 passed" in out
