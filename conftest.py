@@ -25,23 +25,26 @@ def pytest_addoption(parser):
     )
 
 
-def _numerics():
+def _load_numerics():
     spec = importlib.util.spec_from_file_location("_medseg_numerics", _HERE / "tests" / "numerics.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
 
 
+_numerics = _load_numerics()
+
+
 def pytest_configure(config):
     # Notebook kernels and the fingerprint's process inherit this process's environment.
-    os.environ.update(_numerics().reproducible_environment())
+    os.environ.update(_numerics.reproducible_environment())
     option = config.option
     if not getattr(option, "nbval", False) or getattr(option, "nbval_lax", False):
         return
     if option.compare_outputs == "always":
         config._medseg_outputs = "notebook outputs: compared (--compare-outputs=always)"
         return
-    same, here, ref = _numerics().compare()
+    same, here, ref = _numerics.compare()
     if same:
         config._medseg_outputs = (f"notebook outputs: compared bit for bit; this machine reproduces "
                                   f"the committed run (numerics fingerprint {here})")

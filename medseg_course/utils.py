@@ -173,10 +173,10 @@ def setup(seed=0, threads=2, deterministic=True):
 def onednn_enabled():
     """Whether TensorFlow runs its CPU convolutions with oneDNN in this process.
 
-    TensorFlow turns oneDNN on by itself only on CPUs with AVX512-VNNI, BF16 or AMX;
-    ``TF_ENABLE_ONEDNN_OPTS=1`` in the environment before TensorFlow is imported turns it
-    on elsewhere (1.25-1.7x faster training on the course's 2-core AVX2 machine), ``0``
-    turns it off. It is read once, when TensorFlow is imported.
+    Off unless ``TF_ENABLE_ONEDNN_OPTS=1`` is in the environment before TensorFlow is
+    imported (1.25-1.7x faster training on the course's 2-core AVX2 machine): the package
+    sets ``0`` when the variable is unset, where TensorFlow alone would turn oneDNN on for
+    CPUs with AVX512-VNNI, BF16 or AMX. It is read once, when TensorFlow is imported.
     """
     try:
         from tensorflow.python.util import _pywrap_util_port  # noqa: PLC0415
@@ -236,11 +236,10 @@ def numerics_fingerprint():
     # NumPy and OpenCV also pick SIMD kernels by CPU (float64 exp and log, for one, have
     # AVX-512 versions only); the chapters use these functions outside TensorFlow.
     x = np.linspace(-3.0, 3.0, 4097)
-    for dtype in (np.float32, np.float64):
-        v = x.astype(dtype)
-        for ufunc in (np.exp, np.log1p, np.sin, np.cos, np.tanh, np.sqrt, np.arctan2):
-            args = (v, v[::-1]) if ufunc is np.arctan2 else (np.abs(v) if ufunc in (np.log1p, np.sqrt) else v,)
-            digest.update(np.ascontiguousarray(ufunc(*args)).tobytes())
+    for v in (x.astype(np.float32), x):
+        for values in (np.exp(v), np.log1p(np.abs(v)), np.sin(v), np.cos(v), np.tanh(v),
+                       np.sqrt(np.abs(v)), np.arctan2(v, v[::-1])):
+            digest.update(values.tobytes())
     digest.update(preprocessing.denoise_bilateral(images[0, ..., 0]).tobytes())
     return digest.hexdigest()[:16]
 

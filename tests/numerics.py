@@ -39,11 +39,11 @@ def reproducible_environment():
     The committed outputs come from an AVX2 CPU. Libraries that pick SIMD kernels at run
     time round differently with AVX-512 ones: oneDNN (TensorFlow's matrix products go
     through its sgemm even with ``TF_ENABLE_ONEDNN_OPTS=0``), NumPy's ufuncs and OpenCV.
-    Capping each at AVX2 costs a little speed and gives the same bits. Only features the CPU
-    has are named: OpenCV prints a line for each one it lacks. Variables already set win.
+    Capping each at AVX2 costs a little speed and should give the same bits (not yet seen
+    on an AVX-512 CPU: the fingerprint decides). Only features the CPU has are named: OpenCV prints a line for each one it lacks. Variables already set win.
     """
     env = {"ONEDNN_MAX_CPU_ISA": "AVX2", "DNNL_MAX_CPU_ISA": "AVX2"}
-    flags = _cpu_flags()
+    _, flags = _cpuinfo()
     if "avx512f" in flags:
         try:
             from numpy._core._multiarray_umath import __cpu_dispatch__, __cpu_features__
@@ -57,22 +57,27 @@ def reproducible_environment():
     return {key: value for key, value in env.items() if key not in os.environ}
 
 
-def _cpu_flags():
+def _cpuinfo():
+    """``(model name, set of flags)`` of the first CPU in /proc/cpuinfo (unknown elsewhere)."""
+    model, flags = "unknown CPU", set()
     try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            key, _, value = line.partition(":")
-            if key.strip() == "flags":
-                return set(value.split())
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
     except OSError:
-        pass
-    return set()
+        return model, flags
+    for line in lines:
+        key, _, value = line.partition(":")
+        if key.strip() == "model name" and model == "unknown CPU":
+            model = value.strip()
+        elif key.strip() == "flags" and not flags:
+            flags = set(value.split())
+    return model, flags
 
 
 def fingerprint_here(timeout=600):
     """This machine's fingerprint, computed in a fresh process (TensorFlow's settings are
     fixed per process, and the caller's must not be touched), under
     ``reproducible_environment()``."""
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", **reproducible_environment())
+    env = dict(os.environ, **reproducible_environment())
     result = subprocess.run([sys.executable, "-c", _PROGRAM], capture_output=True, text=True,
                             env=env, timeout=timeout, check=False)
     if result.returncode != 0:
@@ -82,16 +87,8 @@ def fingerprint_here(timeout=600):
 
 def cpu_description():
     """The CPU's model name and the vector extensions that change kernel choice."""
-    model = "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            key, _, value = line.partition(":")
-            if key.strip() == "model name":
-                model = value.strip()
-                break
-    except OSError:
-        pass
-    vector = sorted(f for f in _cpu_flags() if f.startswith(("avx", "amx", "fma")))
+    model, flags = _cpuinfo()
+    vector = sorted(f for f in flags if f.startswith(("avx", "amx", "fma")))
     return f"{model} ({' '.join(vector) or 'no AVX'}), {os.cpu_count()} cores"
 
 

@@ -64,17 +64,14 @@ def test_notebook_outputs_compared_only_where_the_arithmetic_matches(tmp_path):
     """conftest.py compares notebook outputs bit for bit on a machine whose numerics
     fingerprint matches the reference, and otherwise runs them uncompared, saying so: a
     notebook whose stored output is wrong fails in the first case and passes in the second."""
-    import importlib.util
     import json
     import os
     import subprocess
     import sys
 
     import nbformat
+    import numerics  # tests/numerics.py (pytest puts tests/ on the path)
 
-    spec = importlib.util.spec_from_file_location("numerics", ROOT / "tests" / "numerics.py")
-    numerics = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(numerics)
     here = numerics.fingerprint_here()
     cell = nbformat.v4.new_code_cell("print(1 + 1)", execution_count=1)
     cell.outputs = [nbformat.v4.new_output("stream", name="stdout", text="3\n")]

@@ -76,12 +76,8 @@ def test_import_is_lazy():
 def test_numerics_fingerprint_repeats_and_tracks_onednn(monkeypatch):
     """The fingerprint the suite uses to decide whether to compare notebook outputs: the same
     in two fresh processes, and different once oneDNN's kernels are on."""
-    import importlib.util
-    from pathlib import Path
+    import numerics  # tests/numerics.py (pytest puts tests/ on the path)
 
-    spec = importlib.util.spec_from_file_location("numerics", Path(__file__).with_name("numerics.py"))
-    numerics = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(numerics)
     first, second = numerics.fingerprint_here(), numerics.fingerprint_here()
     assert first == second and len(first) == 16
     monkeypatch.setenv("TF_ENABLE_ONEDNN_OPTS", "1")
