@@ -583,6 +583,51 @@ def _advance(dataset, epochs):
         del iterator
 
 
+class _InterruptGuard(keras.callbacks.Callback):
+    """Makes one Ctrl-C stop training, even where TensorFlow swallows the KeyboardInterrupt.
+
+    Under load, a SIGINT that arrives while TensorFlow's C++ runtime holds the main thread can
+    be consumed without stopping ``fit`` (measured: 1 run in 3 with both cores busy trained to
+    the end). While ``fit`` runs, the guard's handler records the signal before raising
+    KeyboardInterrupt as Python's default handler does, and the callback raises it again at
+    the next batch or epoch boundary if it was lost. Installed only in the main thread and
+    only over Python's default handler, so a handler the user or Jupyter set is left alone.
+    """
+
+    def __init__(self):
+        super().__init__()
+        self.pending = False
+        self._previous = None
+
+    def _handler(self, signum, frame):
+        self.pending = True
+        raise KeyboardInterrupt
+
+    def __enter__(self):
+        import signal  # noqa: PLC0415
+        import threading  # noqa: PLC0415
+
+        if threading.current_thread() is threading.main_thread() and (
+            signal.getsignal(signal.SIGINT) is signal.default_int_handler
+        ):
+            self._previous = signal.signal(signal.SIGINT, self._handler)
+        return self
+
+    def __exit__(self, *exc):
+        import signal  # noqa: PLC0415
+
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+            self._previous = None
+        return False
+
+    def _check(self, *args, **kwargs):
+        if self.pending:
+            raise KeyboardInterrupt
+
+    on_train_batch_end = on_test_batch_end = on_epoch_begin = on_epoch_end = _check
+
+
 def fit(
     model,
     train_data,
@@ -656,7 +701,8 @@ def fit(
     if isinstance(val_data, (tuple, list)):
         val_data = make_dataset(*val_data, shuffle=False)
     keeper = _RunKeeper("val_dice" if val_data is not None else None, patience, None)
-    callbacks = [_EpochTimer()]
+    guard = _InterruptGuard()
+    callbacks = [guard, _EpochTimer()]
     if time_budget_s is not None:
         callbacks.append(_TimeBudget(check_positive(time_budget_s, "time_budget_s")))
     callbacks.append(keeper)
@@ -689,11 +735,12 @@ def fit(
         keeper.restore_best()
         return {}
     try:
-        history = model.fit(
-            train_data, validation_data=val_data, epochs=epochs, callbacks=callbacks, verbose=verbose,
-            initial_epoch=initial_epoch,
-            shuffle=False,  # make_dataset already shuffles, seeded
-        )
+        with guard:
+            history = model.fit(
+                train_data, validation_data=val_data, epochs=epochs, callbacks=callbacks, verbose=verbose,
+                initial_epoch=initial_epoch,
+                shuffle=False,  # make_dataset already shuffles, seeded
+            )
     except KeyboardInterrupt:
         # Ctrl-C: keep the best weights in the model; the files on disk are complete
         keeper.restore_best()

@@ -158,3 +158,25 @@ def test_fit_resume_in_process_is_bit_identical(tf_setup, tmp_path):
     assert more["loss"] == history["loss"][2:]  # shuffles, augmentation, dropout and Adam all continue
     for a, b in zip(full.get_weights(), resumed.get_weights()):
         np.testing.assert_array_equal(a, b)
+
+
+def test_interrupt_guard_reraises_a_swallowed_ctrl_c_and_restores_the_handler():
+    """Under load TensorFlow can swallow the KeyboardInterrupt of a Ctrl-C (the CLI then trained
+    to the end, 1 run in 3 with both cores busy); the guard remembers the signal and raises it
+    again at the next batch or epoch boundary, and puts the previous handler back."""
+    from medseg_course.training import _InterruptGuard
+
+    guard = _InterruptGuard()
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    with guard:
+        assert signal.getsignal(signal.SIGINT) == guard._handler
+        guard.on_train_batch_end(0)  # nothing pending: no-op
+        try:
+            signal.raise_signal(signal.SIGINT)
+        except KeyboardInterrupt:
+            pass  # ...as if TensorFlow had caught it and carried on
+        assert guard.pending
+        for hook in (guard.on_train_batch_end, guard.on_test_batch_end, guard.on_epoch_end):
+            with pytest.raises(KeyboardInterrupt):
+                hook(0)
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
