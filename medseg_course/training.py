@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import math
 import os
+import signal
+import threading
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -604,9 +606,6 @@ class _InterruptGuard(keras.callbacks.Callback):
         raise KeyboardInterrupt
 
     def __enter__(self):
-        import signal  # noqa: PLC0415
-        import threading  # noqa: PLC0415
-
         if threading.current_thread() is threading.main_thread() and (
             signal.getsignal(signal.SIGINT) is signal.default_int_handler
         ):
@@ -614,8 +613,6 @@ class _InterruptGuard(keras.callbacks.Callback):
         return self
 
     def __exit__(self, *exc):
-        import signal  # noqa: PLC0415
-
         if self._previous is not None:
             signal.signal(signal.SIGINT, self._previous)
             self._previous = None

@@ -40,7 +40,8 @@ def reproducible_environment():
     time round differently with AVX-512 ones: oneDNN (TensorFlow's matrix products go
     through its sgemm even with ``TF_ENABLE_ONEDNN_OPTS=0``), NumPy's ufuncs and OpenCV.
     Capping each at AVX2 costs a little speed and should give the same bits (not yet seen
-    on an AVX-512 CPU: the fingerprint decides). Only features the CPU has are named: OpenCV prints a line for each one it lacks. Variables already set win.
+    on an AVX-512 CPU: the fingerprint decides). Only features the CPU has are named: OpenCV
+    prints a line for each one it lacks. Variables already set win.
     """
     env = {"ONEDNN_MAX_CPU_ISA": "AVX2", "DNNL_MAX_CPU_ISA": "AVX2"}
     _, flags = _cpuinfo()
