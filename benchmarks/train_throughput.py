@@ -7,8 +7,8 @@ Prints one JSON object with:
   article's encoder-decoder (64-512 filters) at 128x128, through the package's tf.data +
   ``fit`` path; each the median of three timed runs (single runs on the 2-core machine
   vary by up to ~40 %, so one sample is not a measurement);
-* ``unet16_128_vs_plain_fit``: the package's path (with its recommended oneDNN opt-in,
-  ``TF_ENABLE_ONEDNN_OPTS=1``) against a plain ``model.fit`` on NumPy arrays in a process
+* ``unet16_128_vs_plain_fit``: the package's path (with oneDNN's kernels, which the package
+  turns on by default, ``TF_ENABLE_ONEDNN_OPTS=1``) against a plain ``model.fit`` on NumPy arrays in a process
   with TensorFlow's defaults, same model, loss, optimizer and batch, each in its own worker process (the
   settings a process starts TensorFlow with cannot be changed afterwards), timed in
   alternation so that drifts in the machine's speed hit every arm alike. A third arm, a
@@ -36,8 +36,8 @@ import time
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-# The package's recommended CPU setting (README, "CPU speed"), opt-in because the book's
-# outputs are checked bit for bit with the default kernels. The plain arm drops it.
+# The package's default CPU setting (README, "CPU speed"), also set by importing it; the
+# plain arm drops it.
 os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -23,14 +23,15 @@ import os
 # TensorFlow's C++ logger must be quietened before TensorFlow is first imported; level 2
 # still lets error-level lines through (they break nbval). setdefault keeps a user's choice.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-# oneDNN's CPU kernels (TF_ENABLE_ONEDNN_OPTS=1, set before TensorFlow is imported) train the
-# course's U-Net 1.25-1.7x faster on an AVX2 CPU (benchmarks/train_throughput.py), but are
-# off unless asked for, also on the CPUs where TensorFlow would turn them on by itself
-# (AVX512-VNNI, BF16, AMX): their results depend on the CPU's instruction set, and a re-run
-# of chapter 10 with them did not repeat the previous run bit for bit. The default kernels
-# give the committed outputs' bits on any AVX CPU with the same versions. See the README
-# ("CPU speed"). setdefault keeps a user's choice.
-os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
+# oneDNN's CPU kernels train the course's small U-Nets 1.25-2.5x faster than TensorFlow's
+# default ones on a 2-core AVX2 CPU (benchmarks/train_throughput.py; 2.5x for the 8-filter
+# U-Net at 64x64 of chapter 5), and repeat bit for bit from run to run on one machine with
+# the same threads. TensorFlow alone turns them on only for CPUs with AVX512-VNNI, BF16 or AMX,
+# so the package asks for them everywhere: the same kernels on every x86 machine, and the
+# book's chapters within CI's time. They are read once, when TensorFlow is first imported.
+# TF_ENABLE_ONEDNN_OPTS=0 before importing keeps TensorFlow's default kernels (setdefault
+# keeps a user's choice). See the README ("CPU speed").
+os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
 
 __version__ = "0.1.0"
 
