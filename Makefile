@@ -1,6 +1,8 @@
 # medseg-course: one virtual environment (.venv) for the book, the tests and the benchmarks.
 #   make book       set up .venv, execute every chapter, build the HTML book into _build/html
-#   make test       set up .venv, run the unit tests and every notebook under pytest --nbval
+#   make test       set up .venv, run the unit tests and every notebook under pytest --nbval,
+#                   then build the HTML book and check it in headless Chromium
+#   make browser-deps  install Debian's chromium, chromium-driver and a Chinese font (browser test)
 #   make notebooks  re-execute every notebook in place (the committed outputs are a CPU run)
 #   make book-ci    build the HTML book from the committed outputs (no execution), as CI does
 #   make bench      run the benchmarks (JSON to benchmarks/results/, about an hour), then print a table
@@ -21,7 +23,7 @@ SPHINX_STRICT := -W -n --keep-going
 export TF_CPP_MIN_LOG_LEVEL := 3
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: help venv book book-ci test notebooks bench lab clean
+.PHONY: help venv book book-ci test test-browser browser-deps notebooks bench lab clean
 
 help:
 	@sed -n 's/^#   //p' Makefile
@@ -43,9 +45,30 @@ book-ci: $(STAMP)
 	sed 's/^\( *execute_notebooks:\).*/\1 "off"/' _config.yml > _build/_config_ci.yml
 	$(BIN)/jupyter-book build . --config _build/_config_ci.yml --builder html $(SPHINX_STRICT)
 
-test: $(STAMP)
-	$(BIN)/python -m pytest tests book $(NBVAL) --nbval-current-env --nbval-cell-timeout=600 \
-		--nbval-sanitize-with tests/nbval_sanitize.cfg
+test: $(STAMP) browser-deps
+	$(BIN)/python -m pytest tests book --ignore=tests/browser $(NBVAL) --nbval-current-env \
+		--nbval-cell-timeout=600 --nbval-sanitize-with tests/nbval_sanitize.cfg
+	$(MAKE) book-ci
+	$(MAKE) test-browser
+
+# The built book in headless Chromium: every chapter's figures load, no internal link is
+# broken, search finds a chapter; screenshots go to _build/screenshots/.
+test-browser: $(STAMP) browser-deps
+	MEDSEG_REQUIRE_BROWSER=1 $(BIN)/python -m pytest tests/browser -q
+
+# Debian's Chromium, its driver and a font for the glossary's Chinese terms, installed once
+# (as root, or through sudo).
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+browser-deps:
+	@missing=""; \
+	command -v chromium >/dev/null || command -v google-chrome >/dev/null || missing="$$missing chromium"; \
+	command -v chromedriver >/dev/null || missing="$$missing chromium-driver"; \
+	fc-list :lang=zh 2>/dev/null | grep -q . || missing="$$missing fonts-wqy-zenhei"; \
+	if [ -z "$$missing" ]; then exit 0; fi; \
+	if command -v apt-get >/dev/null; then \
+		$(SUDO) apt-get update -q && \
+		$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$missing; \
+	else echo "the browser test needs:$$missing (Debian's package names): install them, or Chrome and chromedriver"; exit 1; fi
 
 notebooks: $(STAMP)
 	$(BIN)/jupyter-execute --inplace --timeout=600 $(NOTEBOOKS)

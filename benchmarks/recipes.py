@@ -42,6 +42,8 @@ RECIPES = {
     "depth_3": ["--depth", "3"],
     "loss_dice": ["--loss", "dice"],
     "size_96": ["--image-size", "96"],
+    "size_64": ["--image-size", "64"],
+    "batch_8": ["--batch-size", "8"],
 }
 
 
@@ -82,6 +84,7 @@ def main(argv=None):
             for name in args.recipes:
                 curve = train_curve([*data_args, *RECIPES[name]], args.budget)
                 results[data_name][name] = {
+                    "dice_by_15s": dice_at(curve, 15),
                     "dice_by_30s": dice_at(curve, 30),
                     "dice_by_60s": dice_at(curve, 60),
                     "dice_at_end": max(curve["val_dice"], default=0.0),

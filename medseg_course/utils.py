@@ -20,6 +20,7 @@ import random
 import shutil
 import sys
 import tempfile
+import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +30,8 @@ import numpy as np
 __all__ = [
     "EnvironmentInfo",
     "setup",
+    "Footer",
+    "footer",
     "package_versions",
     "check_array",
     "check_same_shape",
@@ -125,6 +128,7 @@ def setup(seed=0, threads=2, deterministic=True):
     >>> info.device                      # doctest: +SKIP
     'CPU'
     """
+    started = time.perf_counter()
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
         raise ValueError(f"seed must be a non-negative int. Received: seed={seed!r}")
     if threads is not None and (
@@ -159,7 +163,7 @@ def setup(seed=0, threads=2, deterministic=True):
     use_determinism = bool(deterministic) and not gpus
     if use_determinism:
         tf.config.experimental.enable_op_determinism()
-    return EnvironmentInfo(
+    info = EnvironmentInfo(
         seed=int(seed),
         threads=threads,
         device=device,
@@ -168,6 +172,87 @@ def setup(seed=0, threads=2, deterministic=True):
         versions=package_versions(),
         onednn=onednn_enabled(),
     )
+    global _LAST_SETUP
+    # the info of the latest call; the time of the first (a chapter may call setup again
+    # to re-seed part-way, and its wall time still starts at the top)
+    _LAST_SETUP = (info, _LAST_SETUP[1] if _LAST_SETUP else started)
+    return info
+
+
+# (EnvironmentInfo of the latest ``setup`` call, perf_counter at the first) in this process.
+_LAST_SETUP = None
+
+
+def _cpu_name():
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+@dataclass(frozen=True, repr=False)
+class Footer:
+    """A chapter's reproducibility record; shows as one line of Markdown in a notebook."""
+
+    info: EnvironmentInfo
+    seconds: float
+    cpu: str
+    cores: int
+
+    def _items(self):
+        versions = self.info.versions
+        tensorflow = versions.get("tensorflow-cpu") or versions.get("tensorflow", "?")
+        device = self.info.device if self.info.device != "CPU" else f"CPU ({self.cpu}, {self.cores} cores)"
+        threads = "all" if self.info.threads is None else self.info.threads
+        return [
+            f"medseg-course {versions.get('medseg-course', '?')}",
+            f"Python {self.info.python}",
+            f"TensorFlow {tensorflow}, Keras {versions.get('keras', '?')}, NumPy {versions.get('numpy', '?')}",
+            f"seed {self.info.seed}",
+            f"{device}, {threads} threads, oneDNN {'on' if self.info.onednn else 'off'}",
+            f"chapter wall time {self.seconds:.0f} s",
+        ]
+
+    def __str__(self):
+        return "Reproducibility: " + " · ".join(self._items())
+
+    __repr__ = __str__  # plain-text front ends show the line, not the fields
+
+    def _repr_markdown_(self):
+        return "**Reproducibility:** " + " · ".join(self._items())
+
+
+def footer():
+    """The reproducibility footer a chapter ends with: package versions, seed, device and
+    the wall time since the chapter first called ``setup`` (in this process).
+
+    Returns a ``Footer``, which a notebook shows as one line of Markdown (and ``str`` as
+    plain text). Its time differs from run to run, so chapters tag its cell
+    ``nbval-ignore-output``.
+
+    Raises
+    ------
+    RuntimeError
+        If ``setup`` has not been called in this process: the footer reports what ``setup``
+        configured, and the time since it ran.
+
+    Examples
+    --------
+    >>> info = setup(seed=0)        # doctest: +SKIP
+    >>> footer()                    # doctest: +SKIP
+    **Reproducibility:** medseg-course 0.1.0 · Python 3.11.7 · ... · chapter wall time 98 s
+    """
+    if _LAST_SETUP is None:
+        raise RuntimeError(
+            "footer() reports what mc.utils.setup() configured and the time since it ran, "
+            "but setup() has not been called in this process: call mc.utils.setup(seed=0) "
+            "at the top of the notebook."
+        )
+    info, started = _LAST_SETUP
+    return Footer(info=info, seconds=time.perf_counter() - started, cpu=_cpu_name(), cores=os.cpu_count() or 1)
 
 
 def onednn_enabled():
@@ -255,13 +340,23 @@ def import_tensorflow():
     runs with the native stderr pointed at the null device; Python exceptions still
     propagate. Set ``TF_CPP_MIN_LOG_LEVEL=0`` to see everything.
     """
-    if "tensorflow" in sys.modules or os.environ.get("TF_CPP_MIN_LOG_LEVEL", "0") in ("", "0"):
-        import tensorflow as tf  # noqa: PLC0415
+    try:
+        if "tensorflow" in sys.modules or os.environ.get("TF_CPP_MIN_LOG_LEVEL", "0") in ("", "0"):
+            import tensorflow as tf  # noqa: PLC0415
 
+            return tf
+        with _native_stderr_silenced():
+            import tensorflow as tf  # noqa: PLC0415
         return tf
-    with _native_stderr_silenced():
-        import tensorflow as tf  # noqa: PLC0415
-    return tf
+    except ModuleNotFoundError as error:
+        if error.name != "tensorflow":
+            raise
+        raise ModuleNotFoundError(
+            "TensorFlow is not installed, and the course's models need it: install the package "
+            "with its CPU build, pip install \"medseg-course[cpu]\" (or pip install -r "
+            "requirements.txt for the tested pins), or with \"medseg-course[gpu]\" for an NVIDIA GPU.",
+            name="tensorflow",
+        ) from error
 
 
 @contextlib.contextmanager

@@ -82,3 +82,33 @@ def test_numerics_fingerprint_repeats_and_tracks_onednn(monkeypatch):
     assert first == second and len(first) == 16
     monkeypatch.setenv("TF_ENABLE_ONEDNN_OPTS", "0")
     assert numerics.fingerprint_here() != first
+
+
+def test_footer_reports_versions_seed_device_and_time():
+    import medseg_course as mc
+
+    mc.utils.setup(seed=3)
+    record = mc.utils.footer()
+    text, markdown = str(record), record._repr_markdown_()
+    assert text.startswith("Reproducibility: medseg-course ") and markdown.startswith("**Reproducibility:**")
+    for part in ("Python ", "TensorFlow 2.", "Keras 3.", "seed 3", "2 threads", "oneDNN ", "chapter wall time "):
+        assert part in text, (part, text)
+    assert record.seconds >= 0
+
+
+def test_footer_before_setup_says_what_to_call(monkeypatch):
+    import medseg_course as mc
+
+    monkeypatch.setattr(mc.utils, "_LAST_SETUP", None)
+    with pytest.raises(RuntimeError, match=r"call mc\.utils\.setup\(seed=0\)"):
+        mc.utils.footer()
+
+
+def test_missing_tensorflow_says_how_to_install_it(monkeypatch):
+    import sys
+
+    import medseg_course as mc
+
+    monkeypatch.setitem(sys.modules, "tensorflow", None)  # what an environment without it raises
+    with pytest.raises(ModuleNotFoundError, match=r"medseg-course\[cpu\]"):
+        mc.utils.import_tensorflow()
