@@ -29,12 +29,20 @@ def _is_grid(value):
             and len({tuple(v) for v in value.values()}) == 1)
 
 
+def _cell(value):
+    if value is None:
+        return f"{'-':>16}"
+    return f"{value:>16,.4g}" if isinstance(value, float) else f"{value:>16,}"
+
+
 def print_grid(title, grid):
-    columns = list(next(iter(grid.values())))
+    # scalar columns only: lists (curves, single runs) stay in the JSON
+    first = next(iter(grid.values()))
+    columns = [c for c in first if all(v[c] is None or isinstance(v[c], (int, float)) for v in grid.values())]
     width = max(len(name) for name in grid)
     print(f"  {title:<{width}}  " + "  ".join(f"{c:>16}" for c in columns))
     for name, values in grid.items():
-        print(f"  {name:<{width}}  " + "  ".join(f"{values[c]:>16,}" for c in columns))
+        print(f"  {name:<{width}}  " + "  ".join(_cell(values[c]) for c in columns))
 
 
 def main(argv=None):
