@@ -80,3 +80,18 @@ def test_every_citation_is_in_the_bibliography():
     for key in ("ronneberger2015unet", "isensee2021nnunet", "antonelli2022msd", "dice1945",
                 "huttenlocher1993hausdorff", "fonov2011mni"):
         assert key in cited, key
+
+
+@pytest.mark.parametrize("notebook", CHAPTERS, ids=lambda p: p.stem)
+def test_every_figure_has_a_caption_and_alt_text(notebook):
+    """myst-nb reads a cell's ``mystnb.figure.caption`` and ``mystnb.image.alt``. It applies
+    them to every rich output of the cell, so a figure cell must not also end in a table (the
+    table would get the figure's caption): the table goes in the next cell."""
+    for cell in json.loads(notebook.read_text())["cells"]:
+        if cell["cell_type"] != "code" or not any("image/png" in o.get("data", {}) for o in cell["outputs"]):
+            continue
+        options = cell["metadata"].get("mystnb", {})
+        where = f"{notebook.name}, cell {cell.get('id')}"
+        assert options.get("figure", {}).get("caption", "").strip(), f"{where}: figure without a caption"
+        assert options.get("image", {}).get("alt", "").strip(), f"{where}: figure without alt text"
+        assert not any(o["output_type"] == "execute_result" for o in cell["outputs"]), f"{where}: a table beside the figure"

@@ -129,6 +129,15 @@ def test_chapter_page_shows_its_figures(browser, site, page):
     broken = [src for src, _, width, _ in images if width == 0]
     assert not broken, f"{url}: images that did not load: {broken}"
     browser.save_screenshot(str(SHOTS / f"{Path(page).name}.png"))
+    figures = browser.execute_script(
+        "return Array.from(document.querySelectorAll('figure')).filter(f => f.querySelector('img')).map("
+        "f => [f.querySelector('img').alt, (f.querySelector('figcaption') || {}).textContent || ''])")
+    for alt, caption in figures:  # a notebook figure: alt text for screen readers, a caption for everyone
+        assert alt.strip() and caption.strip(), f"{url}: a figure without alt text or caption ({alt!r}, {caption!r})"
+    if figures:  # and one screenshot that shows a figure
+        browser.execute_script("document.querySelector('figure img').scrollIntoView({block: 'center'})")
+        time.sleep(0.2)
+        browser.save_screenshot(str(SHOTS / f"{Path(page).name}_figure.png"))
     if Path(page).name[:2].isdigit():  # a chapter: its exercises, folded solutions and footer
         heights = browser.execute_script(
             "return Array.from(document.querySelectorAll('.solution.dropdown')).map("
