@@ -151,6 +151,9 @@ def setup(seed=0, threads=2, deterministic=True):
     tf.get_logger().setLevel("ERROR")
     if threads is not None:
         _pin_threads(tf, int(threads))
+    from medseg_course.viz import use_colourblind_palette  # noqa: PLC0415
+
+    use_colourblind_palette()  # figures readable with colour blindness (Okabe-Ito)
     random.seed(seed)
     np.random.seed(seed)
     keras.utils.set_random_seed(int(seed))

@@ -10,10 +10,27 @@ import numpy as np
 
 from medseg_course.utils import check_array
 
-__all__ = ["TRUTH_COLOUR", "PREDICTION_COLOUR", "overlay", "montage", "plot_history"]
+__all__ = ["TRUTH_COLOUR", "PREDICTION_COLOUR", "OKABE_ITO", "use_colourblind_palette", "overlay", "montage",
+           "plot_history"]
 
 TRUTH_COLOUR = "#009E73"  # Okabe-Ito bluish green
 PREDICTION_COLOUR = "#E69F00"  # Okabe-Ito orange
+#: The Okabe-Ito palette (blue, orange, bluish green, vermillion, sky blue, reddish purple,
+#: yellow, black), in the order line plots use it.
+OKABE_ITO = ("#0072B2", "#E69F00", "#009E73", "#D55E00", "#56B4E9", "#CC79A7", "#F0E442", "#000000")
+
+
+def use_colourblind_palette():
+    """Make Matplotlib's (and so pandas') line and bar colours cycle through ``OKABE_ITO``.
+
+    Matplotlib's default cycle puts red and green side by side, which readers with the
+    common forms of colour blindness cannot tell apart. ``mc.utils.setup`` calls this; it
+    changes ``matplotlib.rcParams["axes.prop_cycle"]`` for the rest of the session.
+    """
+    import matplotlib as mpl  # noqa: PLC0415
+    from cycler import cycler  # noqa: PLC0415
+
+    mpl.rcParams["axes.prop_cycle"] = cycler(color=list(OKABE_ITO))
 
 
 def _plane(array, name):

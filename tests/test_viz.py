@@ -35,3 +35,12 @@ def test_bad_input():
         mc.viz.overlay(np.zeros((8, 8, 2)))
     with pytest.raises(ValueError, match="history has no"):
         mc.viz.plot_history({"loss": [1.0]}, metrics=("dice",))
+
+
+def test_setup_makes_plots_cycle_through_okabe_ito():
+    import matplotlib as mpl
+
+    import medseg_course as mc
+
+    mc.utils.setup(seed=0)
+    assert [c.lower() for c in mpl.rcParams["axes.prop_cycle"].by_key()["color"]] == [c.lower() for c in mc.viz.OKABE_ITO]
