@@ -223,3 +223,31 @@ def test_search_finds_a_term_from_a_chapter(browser, site):
         time.sleep(0.2)
     browser.save_screenshot(str(SHOTS / "search.png"))
     assert any("book/" in hit for hit in hits), f"searching 'Hounsfield' found no chapter: {hits}"
+
+
+def test_maths_is_typeset_without_the_internet(browser, site):
+    """MathJax comes from the book's own _static/ (sphinx-mathjax-offline), not a CDN, so the
+    formulas read as formulas offline: on every page with TeX, each formula becomes a
+    MathJax element."""
+    with_maths = [page for page in CHAPTERS + ["book/glossary"]
+                  if 'class="math' in (HTML / f"{page}.html").read_text(encoding="utf-8")]
+    assert len(with_maths) >= 5, f"maths found on only {with_maths}"
+    for page in with_maths:
+        url = urljoin(site, f"{page}.html")
+        _load(browser, url)
+        sources = browser.execute_script(
+            "return Array.from(document.querySelectorAll('script[src*=\"mathjax\" i]')).map(s => s.src)")
+        assert sources and all(src.startswith(site) for src in sources), f"{url}: MathJax not served by the book: {sources}"
+        deadline = time.monotonic() + 30
+        while True:
+            total, typeset = browser.execute_script(
+                "const m = Array.from(document.querySelectorAll('.math'));"
+                "return [m.length, m.filter(e => e.querySelector('mjx-container')).length]")
+            if (total and typeset == total) or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+        assert total and typeset == total, f"{url}: {total - typeset} of {total} formulas still raw TeX after 30 s"
+        if page == "book/05_loss_functions":  # the corrected BCE formula, as a reader sees it
+            browser.execute_script("document.querySelector('.math').scrollIntoView({block: 'center'})")
+            time.sleep(0.3)
+            browser.save_screenshot(str(SHOTS / "05_loss_functions_maths.png"))
