@@ -26,7 +26,8 @@ def rows(prefix, value):
 
 def _is_grid(value):
     return (isinstance(value, dict) and len(value) > 1 and all(isinstance(v, dict) for v in value.values())
-            and len({tuple(v) for v in value.values()}) == 1)
+            and len({tuple(v) for v in value.values()}) == 1
+            and not any(isinstance(x, dict) for v in value.values() for x in v.values()))
 
 
 def _cell(value):
@@ -45,6 +46,16 @@ def print_grid(title, grid):
         print(f"  {name:<{width}}  " + "  ".join(_cell(values[c]) for c in columns))
 
 
+def _print_grids(prefix, report):
+    """Print and remove every grid in ``report``, however deep (e.g. recipes.json's rounds)."""
+    for key, value in list(report.items()):
+        name = f"{prefix}.{key}" if prefix else key
+        if _is_grid(value):  # e.g. notebooks: one row per notebook, one column per figure
+            print_grid(name, report.pop(key))
+        elif isinstance(value, dict):
+            _print_grids(name, value)
+
+
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
     folder = Path(argv[0]) if argv else RESULTS
@@ -56,9 +67,7 @@ def main(argv=None):
         report = json.loads(path.read_text())
         machine = report.pop("machine", {})
         print(f"\n{path.stem}  ({', '.join(f'{k} {v}' for k, v in machine.items())})")
-        for key, value in list(report.items()):
-            if _is_grid(value):  # e.g. notebooks: one row per notebook, one column per figure
-                print_grid(key, report.pop(key))
+        _print_grids("", report)
         entries = list(rows("", report))
         width = max((len(name) for name, _ in entries), default=10)
         for name, value in entries:

@@ -14,6 +14,11 @@ Prints one JSON object with:
   alternation so that drifts in the machine's speed hit every arm alike. A third arm, a
   plain ``model.fit`` in a process set up like the package's, splits the gain into what
   the process settings give and what the input pipeline gives;
+* ``levers`` (with ``--levers``): the package's path with one setting changed, in the same
+  alternation: op determinism off (``setup(deterministic=False)``); XLA (``jit_compile=True``,
+  which Keras leaves off on CPU-only machines and refuses under op determinism, so this arm
+  runs without determinism too: compare it with that arm); and batch 32. Mixed precision is not a
+  lever here: bfloat16 needs AVX512-BF16 or AMX, which ``/proc/cpuinfo`` must list;
 * ``flops``: the U-Net's training FLOPs per image (its convolutions, counted from the layer
   shapes), the machine's measured float32 matrix-multiply rate, and the share of it the
   training step achieves;
@@ -21,7 +26,7 @@ Prints one JSON object with:
 and the wall-clock seconds of executing ``book/00_quick_tour.ipynb`` in a fresh kernel.
 
 Usage: ``python benchmarks/train_throughput.py [--save results/train_throughput.json]
-[--skip-tour]``. Threads are pinned to 2 (``mc.utils.setup``), as in the book.
+[--skip-tour] [--levers]``. Threads are pinned to 2 (``mc.utils.setup``), as in the book.
 """
 
 from __future__ import annotations
@@ -64,15 +69,17 @@ def _worker(arm):
     import medseg_course as mc  # noqa: PLC0415
 
     if arm != "plain":
-        mc.utils.setup(seed=0, threads=2)
+        # Keras refuses XLA while TensorFlow's op determinism is on, so the XLA arm runs without it
+        mc.utils.setup(seed=0, threads=2, deterministic=arm not in ("package_nondeterministic", "package_xla"))
     import keras  # noqa: PLC0415
 
     keras.utils.set_random_seed(0)
     images, masks = mc.data.make_phantoms(IMAGES, image_size=SIZE, seed=0)
     model = mc.models.build_unet((SIZE, SIZE, 1), depth=4, base_filters=16)
-    mc.training.compile_model(model, loss="dice_ce", learning_rate=1e-3)
-    if arm == "package":
-        data = mc.training.make_dataset(images, masks, batch_size=BATCH, seed=0)
+    mc.training.compile_model(model, loss="dice_ce", learning_rate=1e-3, jit_compile=arm == "package_xla" or "auto")
+    if arm.startswith("package"):
+        batch = 32 if arm == "package_batch32" else BATCH
+        data = mc.training.make_dataset(images, masks, batch_size=batch, seed=0)
 
         def run(epochs):
             mc.training.fit(model, data, epochs=epochs)
@@ -107,9 +114,13 @@ def _matmul_gflops(n=2048, repeats=5):
     return round(2 * n**3 / best / 1e9, 1)
 
 
-def against_plain_fit(rounds=3):
-    """Images/s of each arm, alternating package, plain, plain_setup, package, ..."""
-    arms = ("package", "plain", "plain_setup")
+LEVERS = ("package_xla", "package_nondeterministic", "package_batch32")
+ARMS = ("package", "plain", "plain_setup", *LEVERS)
+
+
+def against_plain_fit(rounds=3, levers=False):
+    """Images/s of each arm, alternating package, plain, plain_setup[, levers], package, ..."""
+    arms = ARMS if levers else ARMS[:3]
     workers = {}
     status = {}
     for arm in arms:  # started one after another, so warm-ups do not overlap either
@@ -131,6 +142,11 @@ def against_plain_fit(rounds=3):
             worker.stdin.close()
             worker.wait(timeout=60)
     medians = {arm: statistics.median(values) for arm, values in rates.items()}
+    lever_rates = {
+        arm.removeprefix("package_"): {"images_per_s": round(medians[arm], 2),
+                                       "ratio_to_package": round(medians[arm] / medians["package"], 3)}
+        for arm in arms if arm in LEVERS
+    }
     return {
         "package_images_per_s": round(medians["package"], 2),
         "plain_fit_images_per_s": round(medians["plain"], 2),
@@ -143,6 +159,7 @@ def against_plain_fit(rounds=3):
         "matmul_gflops": {arm: status[arm]["matmul_gflops"] for arm in arms},
         "batch_size": BATCH,
         "images_per_run": IMAGES * EPOCHS,
+        **({"levers": lever_rates} if lever_rates else {}),
     }
 
 
@@ -199,13 +216,14 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--save", type=Path, help="also write the JSON to this file")
     parser.add_argument("--skip-tour", action="store_true", help="do not time the quick tour")
-    parser.add_argument("--worker", choices=("package", "plain", "plain_setup"), help=argparse.SUPPRESS)
+    parser.add_argument("--levers", action="store_true", help="also time XLA, determinism off and batch 32")
+    parser.add_argument("--worker", choices=ARMS, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
         _worker(args.worker)
         return
 
-    comparison = against_plain_fit()  # first: its workers must not share the CPU with us
+    comparison = against_plain_fit(levers=args.levers)  # first: its workers must not share the CPU with us
     import medseg_course as mc  # noqa: PLC0415
 
     info = mc.utils.setup(seed=0, threads=2)
