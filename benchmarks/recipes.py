@@ -38,12 +38,16 @@ RECIPES = {
     "no_augment": ["--no-augment"],
     "lr_3e-3": ["--learning-rate", "3e-3"],
     "filters_8": ["--base-filters", "8"],
+    "filters_16": ["--base-filters", "16"],
     "filters_32": ["--base-filters", "32"],
     "depth_3": ["--depth", "3"],
+    "depth_4": ["--depth", "4"],
     "loss_dice": ["--loss", "dice"],
     "size_96": ["--image-size", "96"],
     "size_64": ["--image-size", "64"],
     "batch_8": ["--batch-size", "8"],
+    "batch_16": ["--batch-size", "16"],
+    "batch_8_depth_3": ["--batch-size", "8", "--depth", "3"],
 }
 
 

@@ -708,16 +708,19 @@ def build_parser():
     train.add_argument("--patch-size", type=int, default=128, help="patch side in patch mode")
     train.add_argument("--patches-per-image", type=int, default=16, help="patches drawn per image (patch mode)")
     train.add_argument("--model", choices=("unet", "seed"), default="unet", help="U-Net, or the article's encoder-decoder")
-    train.add_argument("--depth", type=int, default=4, help="U-Net poolings")
-    # 8, not 16: measured with benchmarks/recipes.py (1-minute runs, oneDNN, 2 cores), it reached
-    # held-out Dice 0.97 on the phantom task by 30 s (16 filters: 0.19) and 0.921 on MNI152 grey
-    # matter by 15 s (16 filters: 0.731), 0.942 by 60 s (0.932)
+    # Depth 3, 8 filters, batch 8: chosen with benchmarks/recipes.py and time_to_dice.py (1-minute
+    # runs through this CLI, oneDNN, 2 cores; benchmarks/results/). Against depth 4 / 16 filters /
+    # batch 16, 8 filters reached held-out Dice 0.97 on the phantom task by 30 s (0.19) and 0.921 on
+    # MNI152 grey matter by 15 s (0.731); then batch 8 and depth 3 on top of 8 filters reached Dice
+    # 0.90 on the phantoms in 20.2 and 15.4 s (seeds 0, 1; depth 4 / batch 16 / 8 filters: not within
+    # 36 s) and gave grey matter 0.930 / 0.931 / 0.947 by 15 / 30 / 60 s (0.915 / 0.921 / 0.931).
+    train.add_argument("--depth", type=int, default=3, help="U-Net poolings (default 3)")
     train.add_argument("--base-filters", type=int, default=8, help="U-Net filters at the first level (default 8)")
     train.add_argument("--width", type=float, default=0.25, help="filter multiplier of the article's model")
     train.add_argument("--loss", default="dice_ce", help="bce, weighted_bce, dice, dice_ce, focal, tversky, focal_tversky")
     train.add_argument("--epochs", type=int, default=15)
     train.add_argument("--patience", type=int, default=None, help="early stopping patience (epochs)")
-    train.add_argument("--batch-size", type=int, default=16)
+    train.add_argument("--batch-size", type=int, default=8, help="images per step (default 8)")
     train.add_argument("--learning-rate", type=float, default=1e-3)
     train.add_argument("--val-fraction", type=float, default=0.2, help="share of cases for validation (split by case)")
     train.add_argument("--seed", type=int, default=0)
