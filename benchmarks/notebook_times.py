@@ -1,9 +1,13 @@
 """Wall time and peak memory of every chapter, each executed in a fresh kernel.
 
 Prints JSON: per notebook the seconds ``jupyter-execute`` takes (kernel start included) and
-the peak resident memory of the kernel process, and the total. Notebooks run on temporary
-copies, so the committed outputs are untouched unless ``--write-back`` asks to replace each
-notebook with its executed copy (what ``make notebooks`` does, timed in the same pass).
+the peak resident memory of the kernel process, and the total; and the machine's speed before
+and after the chapters (``speed_probe``: TensorFlow's import time, and a small training's
+first epoch and rate), since this VM's speed drifts by 20-70 % and the chapters' times
+drift with it.
+Notebooks run on temporary copies, so the committed outputs are untouched unless
+``--write-back`` asks to replace each notebook with its executed copy (what ``make
+notebooks`` does, timed in the same pass).
 
 Usage: ``python benchmarks/notebook_times.py [--save FILE] [--update] [--write-back] [NOTEBOOK ...]``
 """
@@ -52,6 +56,39 @@ def time_notebook(notebook, write_back=False):
     return {"seconds": round(seconds, 1), "peak_memory_mb": round(int(result.stdout.split()[-1]) / 1024, 0)}
 
 
+# The same small probe before and after the chapters, in a fresh process each time: the VM's
+# speed drifts by 20-70 % between hours and days, so a chapter time means little without the
+# speed the machine ran at. The drift hits single-threaded Python (imports, tracing a model's
+# training step) harder than a training step's kernels, so the probe times both.
+_SPEED_PROBE = """
+import json, os, time
+start = time.perf_counter()
+os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
+import medseg_course as mc
+mc.utils.setup(seed=0)
+import keras
+imported = time.perf_counter()
+x, y = mc.data.make_phantoms(64, image_size=64, seed=0, target="lesion")
+model = mc.training.compile_model(mc.models.build_unet((64, 64, 1), depth=3, base_filters=16), loss="dice_ce")
+data = mc.training.make_dataset(x, y, batch_size=8)
+built = time.perf_counter()
+model.fit(data, epochs=1, verbose=0)  # traces the training step (single-threaded Python), then 8 steps
+traced = time.perf_counter()
+model.fit(data, epochs=5, verbose=0)
+print(json.dumps({"train_img_per_s": round(5 * len(x) / (time.perf_counter() - traced), 1),
+                  "import_s": round(imported - start, 2), "first_epoch_s": round(traced - built, 2)}))
+"""
+
+
+def speed_probe():
+    """This machine's speed now, in a fresh process: TensorFlow's import (seconds), the first
+    epoch of a 16-filter U-Net at 64x64 (seconds, mostly tracing) and its training rate after
+    that (images per second, batch 8)."""
+    result = subprocess.run([sys.executable, "-c", _SPEED_PROBE], capture_output=True, text=True, check=True,
+                            env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    return json.loads(result.stdout.splitlines()[-1])
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("notebooks", nargs="*", type=Path, help="default: every book/*.ipynb")
@@ -65,11 +102,18 @@ def main(argv=None):
     results = {}
     if args.update and args.save and args.save.is_file():
         results = json.loads(args.save.read_text())["notebooks"]
+    speed_before = speed_probe()
+    print("speed probe before:", speed_before, file=sys.stderr, flush=True)
     for notebook in notebooks:
         results[notebook.name] = time_notebook(notebook.resolve(), args.write_back)
         print(notebook.name, results[notebook.name], file=sys.stderr, flush=True)
+    speed_after = speed_probe()
     report = {
         "machine": machine(),
+        "speed_probe": {"before": speed_before, "after": speed_after,
+                        "what": "fresh process, threads as in the chapters: import of medseg_course, TensorFlow "
+                                "and Keras (s); first epoch of a 16-filter depth-3 U-Net at 64x64, batch 8, "
+                                "8 steps, mostly tracing (s); then training images per second over 40 steps"},
         "notebooks": dict(sorted(results.items())),
         "total_seconds": round(sum(r["seconds"] for r in results.values()), 1),
         "max_peak_memory_mb": max(r["peak_memory_mb"] for r in results.values()),
