@@ -4,9 +4,8 @@ Prints JSON: per notebook the seconds ``jupyter-execute`` takes (kernel start in
 the peak resident memory of the kernel process, and the total; and the machine's speed before
 and after the chapters (``speed_probe``: TensorFlow's import time, and a small training's
 first epoch and rate), since this VM's speed drifts by 20-70 % and the chapters' times
-drift with it.
-Notebooks run on temporary copies, so the committed outputs are untouched unless
-``--write-back`` asks to replace each notebook with its executed copy (what ``make
+drift with it. Notebooks run on temporary copies, so the committed outputs are untouched
+unless ``--write-back`` asks to replace each notebook with its executed copy (what ``make
 notebooks`` does, timed in the same pass).
 
 Usage: ``python benchmarks/notebook_times.py [--save FILE] [--update] [--write-back] [NOTEBOOK ...]``
@@ -61,22 +60,18 @@ def time_notebook(notebook, write_back=False):
 # speed the machine ran at. The drift hits single-threaded Python (imports, tracing a model's
 # training step) harder than a training step's kernels, so the probe times both.
 _SPEED_PROBE = """
-import json, os, time
+import json, time
 start = time.perf_counter()
-os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
 import medseg_course as mc
 mc.utils.setup(seed=0)
 import keras
 imported = time.perf_counter()
+from train_throughput import training_rate
 x, y = mc.data.make_phantoms(64, image_size=64, seed=0, target="lesion")
-model = mc.training.compile_model(mc.models.build_unet((64, 64, 1), depth=3, base_filters=16), loss="dice_ce")
-data = mc.training.make_dataset(x, y, batch_size=8)
-built = time.perf_counter()
-model.fit(data, epochs=1, verbose=0)  # traces the training step (single-threaded Python), then 8 steps
-traced = time.perf_counter()
-model.fit(data, epochs=5, verbose=0)
-print(json.dumps({"train_img_per_s": round(5 * len(x) / (time.perf_counter() - traced), 1),
-                  "import_s": round(imported - start, 2), "first_epoch_s": round(traced - built, 2)}))
+rate = training_rate(mc, mc.models.build_unet((64, 64, 1), depth=3, base_filters=16), x, y,
+                     batch_size=8, epochs=5, repeats=1)
+print(json.dumps({"train_img_per_s": round(rate["images_per_s"], 1), "import_s": round(imported - start, 2),
+                  "first_epoch_s": rate["first_epoch_s"]}))
 """
 
 
@@ -85,7 +80,7 @@ def speed_probe():
     epoch of a 16-filter U-Net at 64x64 (seconds, mostly tracing) and its training rate after
     that (images per second, batch 8)."""
     result = subprocess.run([sys.executable, "-c", _SPEED_PROBE], capture_output=True, text=True, check=True,
-                            env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+                            cwd=ROOT / "benchmarks", env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
     return json.loads(result.stdout.splitlines()[-1])
 
 
