@@ -54,13 +54,15 @@ _SUBMODULES = (
 __all__ = [*_SUBMODULES, "__version__"]
 
 
-#: Submodules that import TensorFlow when they load.
+#: Submodules that import TensorFlow when they load (under the default, TensorFlow, Keras backend).
 _TENSORFLOW_SUBMODULES = ("losses", "models", "training")
 
 
 def __getattr__(name):
     if name in _SUBMODULES:
-        if name in _TENSORFLOW_SUBMODULES:
+        # models, losses and the Dice metric are written with keras.ops and run on any Keras 3
+        # backend (benchmarks/gpu.py runs them on JAX); only the TensorFlow one is imported here
+        if name in _TENSORFLOW_SUBMODULES and os.environ.get("KERAS_BACKEND", "tensorflow") == "tensorflow":
             from medseg_course.utils import import_tensorflow  # noqa: PLC0415
 
             import_tensorflow()  # quietly, before the submodule does it loudly
