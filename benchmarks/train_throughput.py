@@ -17,7 +17,8 @@ Prints one JSON object with:
 * ``levers`` (with ``--levers``): the package's path with one setting changed, in the same
   alternation: op determinism off (``setup(deterministic=False)``); XLA (``jit_compile=True``,
   which Keras leaves off on CPU-only machines and refuses under op determinism, so this arm
-  runs without determinism too: compare it with that arm); and batch 32. Mixed precision is not a
+  runs without determinism too: compare it with that arm); batch 32; and tf.data's autotuner
+  on (``autotune``: the package switches it off, which changes no value). Mixed precision is not a
   lever here: bfloat16 needs AVX512-BF16 or AMX, which ``/proc/cpuinfo`` must list;
 * ``flops``: the U-Net's training FLOPs per image (its convolutions, counted from the layer
   shapes), the machine's measured float32 matrix-multiply rate, and the share of it the
@@ -80,6 +81,12 @@ def _worker(arm):
     if arm.startswith("package"):
         batch = 32 if arm == "package_batch32" else BATCH
         data = mc.training.make_dataset(images, masks, batch_size=batch, seed=0)
+        if arm == "package_autotune":  # the package's pipeline before it switched tf.data's autotuner off
+            import tensorflow as tf  # noqa: PLC0415
+
+            options = tf.data.Options()
+            options.autotune.enabled = True
+            data = data.with_options(options)
 
         def run(epochs):
             mc.training.fit(model, data, epochs=epochs)
@@ -114,7 +121,7 @@ def _matmul_gflops(n=2048, repeats=5):
     return round(2 * n**3 / best / 1e9, 1)
 
 
-LEVERS = ("package_xla", "package_nondeterministic", "package_batch32")
+LEVERS = ("package_xla", "package_nondeterministic", "package_batch32", "package_autotune")
 ARMS = ("package", "plain", "plain_setup", *LEVERS)
 
 

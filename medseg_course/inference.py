@@ -65,11 +65,25 @@ def predict(model, images, batch_size=8, tta=False):
     for variant in variants:
         axes = TTA_FLIPS[variant]
         flipped = np.flip(images, axes) if axes else images
-        probs = np.asarray(model.predict(flipped, batch_size=batch_size, verbose=0))
+        probs = _predict_batches(model, flipped, batch_size)
         probs = np.flip(probs, axes) if axes else probs
         total = probs.astype(np.float64) if total is None else total + probs
     result = (total / len(variants)).astype(np.float32)
     return result[0] if single else result
+
+
+def _predict_batches(model, images, batch_size):
+    """``model.predict(images, batch_size=batch_size)``, the same values, with less overhead.
+
+    ``model.predict`` builds a ``tf.data`` pipeline and a progress bar on every call, which
+    cost a third of the time of predicting 64 images of 64x64 on 2 CPU cores; calling the
+    model's compiled predict step batch by batch gives the same arrays bit for bit
+    (``tests/test_inference.py``).
+    """
+    return np.concatenate(
+        [np.asarray(model.predict_on_batch(images[start : start + batch_size]))
+         for start in range(0, len(images), batch_size)]
+    )
 
 
 def gaussian_weights(patch_shape, sigma_scale=0.125):

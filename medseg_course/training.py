@@ -135,7 +135,14 @@ def make_dataset(images, masks, batch_size=16, shuffle=True, augment=None, seed=
             num_parallel_calls=tf.data.AUTOTUNE,
             deterministic=True,
         )
-    return dataset.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+    # tf.data's autotuner is a background thread that keeps modelling the pipeline to size its
+    # buffers and parallelism; on a 2-core machine it takes CPU from the training step, and
+    # switching it off trained the book's U-Nets 1.1-1.3x faster (benchmarks/
+    # train_throughput.py, arm "autotune"). The map then runs on every core and two batches
+    # are prefetched. Neither changes a single value: the elements and their order are the same.
+    options = tf.data.Options()
+    options.autotune.enabled = False
+    return dataset.batch(batch_size).prefetch(2).with_options(options)
 
 
 def _affine_matrix(height, width, angle, zoom, shift_y, shift_x):

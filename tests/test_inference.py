@@ -20,6 +20,16 @@ def test_plain_prediction_and_single_image(shift_model):
     np.testing.assert_allclose(mc.inference.predict(shift_model, images[0]), out[0], rtol=1e-6)
 
 
+def test_predict_equals_keras_predict_bit_for_bit(tf_setup):
+    # predict calls the model batch by batch (faster than model.predict); same numbers,
+    # the last, smaller batch included
+    keras.utils.set_random_seed(0)
+    model = mc.models.build_unet((16, 16, 1), depth=2, base_filters=4)
+    images = np.random.default_rng(3).random((11, 16, 16, 1)).astype("float32")
+    expected = model.predict(images, batch_size=4, verbose=0)
+    np.testing.assert_array_equal(mc.inference.predict(model, images, batch_size=4), expected)
+
+
 def test_tta_averages_flipped_back_predictions(shift_model):
     images = np.random.default_rng(1).random((2, 8, 8, 1)).astype("float32")
     out = mc.inference.predict(shift_model, images, tta=("none", "lr"))

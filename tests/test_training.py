@@ -18,6 +18,29 @@ def test_dataset_batches(tf_setup, small_data):
     np.testing.assert_array_equal(batches[0][0].numpy(), images[:10])
 
 
+def test_dataset_without_autotune_yields_the_same_batches(tf_setup, small_data):
+    # make_dataset switches tf.data's autotuner off for speed; the shuffled, augmented
+    # batches of two epochs must be exactly those of the same pipeline with it on.
+    import tensorflow as tf
+
+    images, masks = small_data
+    options = tf.data.Options()
+    options.autotune.enabled = True
+
+    def epochs(dataset, count=2):  # reshuffled and re-augmented at every iteration
+        return [[(a.numpy(), b.numpy()) for a, b in dataset] for _ in range(count)]
+
+    def pipeline():
+        return mc.training.make_dataset(images, masks, batch_size=8, augment=mc.training.Augmentation(), seed=3)
+
+    ours, tuned = pipeline(), pipeline().with_options(options)
+    assert not ours.options().autotune.enabled and tuned.options().autotune.enabled
+    for epoch_ours, epoch_tuned in zip(epochs(ours), epochs(tuned), strict=True):
+        for (a_img, a_mask), (b_img, b_mask) in zip(epoch_ours, epoch_tuned, strict=True):
+            np.testing.assert_array_equal(a_img, b_img)
+            np.testing.assert_array_equal(a_mask, b_mask)
+
+
 def test_augmentation_moves_image_and_mask_together(tf_setup):
     # The image *is* its mask: any geometric mismatch would show as a difference.
     spec = mc.data.PhantomSpec(noise="none", blur_sigma=0, bias_strength=0, texture=0, intensity_scale=(1, 1))
