@@ -36,7 +36,6 @@ import argparse
 import json
 import os
 import platform
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -52,6 +51,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 sys.path.insert(0, str(ROOT))
 from _report import emit, machine  # noqa: E402
+from inference import median_seconds  # noqa: E402  (median of 3 timed calls after a warm-up)
 from train_throughput import conv_flops  # noqa: E402
 
 POLICIES = ("float32", "mixed_bfloat16", "mixed_float16")
@@ -89,17 +89,6 @@ def _sync(x):
     import keras  # noqa: PLC0415
 
     keras.ops.convert_to_numpy(keras.ops.reshape(x, (-1,))[:1])
-
-
-def median_seconds(run, repeats=3):
-    """Median of ``repeats`` timed calls after one untimed warm-up call, and the runs."""
-    run()
-    runs = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        run()
-        runs.append(time.perf_counter() - start)
-    return statistics.median(runs), runs
 
 
 def matmul_tflops(n, repeats=10):
