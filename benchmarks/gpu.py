@@ -33,6 +33,7 @@ Every timed figure is the median of three runs after a warm-up.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -45,7 +46,9 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 # JAX: allocate as needed rather than 75 % of the card up front (the figures don't change)
 os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
 
+import keras  # noqa: E402  (after KERAS_BACKEND is set)
 import numpy as np  # noqa: E402
+from keras import ops  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
@@ -64,8 +67,6 @@ def _log(*parts):
 
 def device_report():
     """Backend, device name and versions."""
-    import keras  # noqa: PLC0415
-
     report = {"keras_backend": keras.config.backend(), "keras": keras.__version__,
               "python": platform.python_version()}
     if keras.config.backend() == "jax":
@@ -86,16 +87,11 @@ def device_report():
 
 def _sync(x):
     """Wait until ``x`` is computed (reads one element back to the host)."""
-    import keras  # noqa: PLC0415
-
-    keras.ops.convert_to_numpy(keras.ops.reshape(x, (-1,))[:1])
+    ops.convert_to_numpy(ops.reshape(x, (-1,))[:1])
 
 
 def matmul_tflops(n, repeats=10):
-    """Matrix-multiply rate per dtype, TFLOP/s (the mean of ``repeats`` products, chained)."""
-    import keras  # noqa: PLC0415
-    from keras import ops  # noqa: PLC0415
-
+    """Matrix-multiply rate per dtype, TFLOP/s: ``repeats`` chained products, median of 3 timings."""
     rng = np.random.default_rng(0)
     a32 = rng.standard_normal((n, n), dtype=np.float32)
     b32 = rng.standard_normal((n, n), dtype=np.float32)
@@ -112,20 +108,19 @@ def matmul_tflops(n, repeats=10):
                 c = ops.matmul(b, c) * 1e-2  # chained, so no product can be skipped
             _sync(c)
 
-        if precision:
+        scope = contextlib.nullcontext()
+        if precision:  # JAX only: float32 at full precision instead of TF32
             import jax  # noqa: PLC0415
 
-            with jax.default_matmul_precision(precision):
-                seconds, _ = median_seconds(run)
-        else:
+            scope = jax.default_matmul_precision(precision)
+        with scope:
             seconds, _ = median_seconds(run)
         rates[label] = round(2 * n**3 * repeats / seconds / 1e12, 2)
     return rates
 
 
 def _compile(model, loss, learning_rate=1e-3):
-    import keras  # noqa: PLC0415
-
+    """``mc.training.compile_model``'s settings; that module imports TensorFlow, absent here."""
     import medseg_course as mc  # noqa: PLC0415
 
     model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss=mc.losses.get_loss(loss),
@@ -134,8 +129,6 @@ def _compile(model, loss, learning_rate=1e-3):
 
 
 def _set_policy(policy):
-    import keras  # noqa: PLC0415
-
     keras.config.set_dtype_policy(policy)
     keras.utils.set_random_seed(0)
 
@@ -153,7 +146,7 @@ def fit_rate(model, images, masks, batch_size, epochs=1):
 
 
 def training(size, images, masks, batches, policies, matmul):
-    """The 16-filter U-Net per policy and batch, with FLOP shares; the article's model per policy."""
+    """The 16-filter U-Net (depth 4) per policy and batch, with its FLOP share."""
     import medseg_course as mc  # noqa: PLC0415
 
     unet = {}
@@ -169,7 +162,6 @@ def training(size, images, masks, batches, policies, matmul):
                         share_of_matmul_rate=round(achieved / ceiling[policy], 3))
             unet[f"{policy}_batch{batch}"] = rate
             _log("unet", policy, batch, rate["images_per_s"], "img/s")
-    _set_policy("float32")
     return unet
 
 
@@ -182,36 +174,32 @@ def article(size, images, masks, policies):
         model = _compile(mc.models.build_seed_encoder_decoder((size, size, 1)), "bce")
         result[policy] = fit_rate(model, images, masks, batch_size=8)
         _log("article", policy, result[policy]["images_per_s"], "img/s")
-    _set_policy("float32")
     return result
 
 
-class _Clock:
-    """Seconds since ``fit`` began at the end of each epoch, with the epoch's val_dice."""
+class _TimeToTarget(keras.callbacks.Callback):
+    """Seconds since ``fit`` began and ``val_dice`` at each epoch's end; stops training once
+    ``val_dice`` reaches ``target`` or the seconds pass ``budget``."""
 
-    def __init__(self):
-        import keras  # noqa: PLC0415
+    def __init__(self, target, budget):
+        super().__init__()
+        self.target, self.budget, self.seconds, self.val_dice = target, budget, [], []
 
-        clock = self
+    def on_train_begin(self, logs=None):
+        self.start = time.perf_counter()
 
-        class Callback(keras.callbacks.Callback):
-            def on_train_begin(self, logs=None):
-                clock.start = time.perf_counter()
+    def on_epoch_end(self, epoch, logs=None):
+        self.seconds.append(round(time.perf_counter() - self.start, 2))
+        self.val_dice.append(round(float(logs["val_dice"]), 4))
+        if self.val_dice[-1] >= self.target or self.seconds[-1] > self.budget:
+            self.model.stop_training = True
 
-            def on_epoch_end(self, epoch, logs=None):
-                clock.seconds.append(round(time.perf_counter() - clock.start, 2))
-                clock.val_dice.append(round(float(logs["val_dice"]), 4))
-                if clock.val_dice[-1] >= clock.target or clock.seconds[-1] > clock.budget:
-                    self.model.stop_training = True
 
-        self.callback, self.seconds, self.val_dice = Callback(), [], []
-
-    def run(self, model, train, val, batch_size, target, budget, max_epochs=400):
-        self.target, self.budget = target, budget
-        model.fit(*train, validation_data=val, batch_size=batch_size, epochs=max_epochs, verbose=0,
-                  callbacks=[self.callback])
-        reached = next((s for s, d in zip(self.seconds, self.val_dice) if d >= target), None)
-        return {"seconds_to_target": reached, "seconds": self.seconds, "val_dice": self.val_dice}
+def _curve(model, train, val, target, budget, batch_size=8, max_epochs=400):
+    clock = _TimeToTarget(target, budget)
+    model.fit(*train, validation_data=val, batch_size=batch_size, epochs=max_epochs, verbose=0, callbacks=[clock])
+    reached = next((s for s, d in zip(clock.seconds, clock.val_dice) if d >= target), None)
+    return {"seconds_to_target": reached, "seconds": clock.seconds, "val_dice": clock.val_dice}
 
 
 def time_to_dice(size, count, held_out, target, budget, policy="float32"):
@@ -224,17 +212,16 @@ def time_to_dice(size, count, held_out, target, budget, policy="float32"):
     _set_policy(policy)
     package = _compile(mc.models.build_unet((size, size, 1), depth=3, base_filters=8), "dice_ce")
     result = {"policy": policy, "target_dice": target, "budget_s": budget,
-              "package": _Clock().run(package, train, val, 8, target, budget)}
+              "package": _curve(package, train, val, target, budget)}
     _set_policy(policy)
     seed_model = _compile(mc.models.build_seed_encoder_decoder((size, size, 1)), "bce")
-    result["article"] = _Clock().run(seed_model, train, val, 8, target, budget)
+    result["article"] = _curve(seed_model, train, val, target, budget)
     fast, slow = result["package"]["seconds_to_target"], result["article"]["seconds_to_target"]
     if fast and slow:
         result["ratio"] = round(slow / fast, 1)
     elif fast:
         result["ratio_at_least"] = round(result["article"]["seconds"][-1] / fast, 1)
     _log("time to dice", {k: result[k]["seconds_to_target"] for k in ("package", "article")})
-    _set_policy("float32")
     return result
 
 
@@ -258,7 +245,6 @@ def inference(slices, size, window_image, batches, policies):
             row[f"sliding_window_{window_image}_s"] = round(seconds, 3)
             result[f"{policy}_batch{batch}"] = row
             _log("inference", policy, batch, row)
-    _set_policy("float32")
     return result
 
 
