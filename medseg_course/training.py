@@ -378,21 +378,22 @@ def _seed_keeping_compiled_steps(seed):
     bit for bit (tests/test_training.py). A stateful TensorFlow random op that was already
     run eagerly in this process (``tf.random.uniform`` without a seed, say) continues its
     stream instead of restarting it; call ``keras.utils.set_random_seed`` for that.
-    Falls back to ``keras.utils.set_random_seed`` when the internals it sets are missing.
+    Falls back to ``keras.utils.set_random_seed`` where the internals it sets are missing.
     """
-    from keras.src.backend.common import global_state  # noqa: PLC0415
-    from keras.src.random import seed_generator  # noqa: PLC0415
-    from keras.src.utils import rng_utils  # noqa: PLC0415
-    from tensorflow.python.eager import context  # noqa: PLC0415
-
-    ctx = context.context()
-    internals = (hasattr(rng_utils, "GLOBAL_RANDOM_SEED") and hasattr(seed_generator, "GLOBAL_SEED_GENERATOR")
-                 and hasattr(ctx, "_seed") and hasattr(ctx, "_rng"))
-    if not (internals and tf.executing_eagerly()):
+    try:
+        from keras.src.backend.common import global_state  # noqa: PLC0415
+        from keras.src.random.seed_generator import GLOBAL_SEED_GENERATOR  # noqa: PLC0415
+        from keras.src.utils.rng_utils import GLOBAL_RANDOM_SEED  # noqa: PLC0415
+        from tensorflow.python.eager import context  # noqa: PLC0415
+    except ImportError:  # another Keras or TensorFlow moved them: seed the public way
         keras.utils.set_random_seed(seed)
         return
-    global_state.set_global_attribute(rng_utils.GLOBAL_RANDOM_SEED, seed)
-    global_state.set_global_attribute(seed_generator.GLOBAL_SEED_GENERATOR, None)
+    ctx = context.context()
+    if not (tf.executing_eagerly() and hasattr(ctx, "_seed") and hasattr(ctx, "_rng")):
+        keras.utils.set_random_seed(seed)
+        return
+    global_state.set_global_attribute(GLOBAL_RANDOM_SEED, seed)
+    global_state.set_global_attribute(GLOBAL_SEED_GENERATOR, None)
     random.seed(seed)
     np.random.seed(seed)
     ctx._seed = seed  # what tf.random.set_seed sets, less its TFE_ContextClearCaches
