@@ -385,11 +385,12 @@ def _seed_keeping_compiled_steps(seed):
         from keras.src.random.seed_generator import GLOBAL_SEED_GENERATOR  # noqa: PLC0415
         from keras.src.utils.rng_utils import GLOBAL_RANDOM_SEED  # noqa: PLC0415
         from tensorflow.python.eager import context  # noqa: PLC0415
-    except ImportError:  # another Keras or TensorFlow moved them: seed the public way
-        keras.utils.set_random_seed(seed)
-        return
-    ctx = context.context()
-    if not (tf.executing_eagerly() and hasattr(ctx, "_seed") and hasattr(ctx, "_rng")):
+
+        ctx = context.context()
+        usable = tf.executing_eagerly() and hasattr(ctx, "_seed") and hasattr(ctx, "_rng")
+    except ImportError:  # another Keras or TensorFlow moved them
+        usable = False
+    if not usable:  # seed the public way
         keras.utils.set_random_seed(seed)
         return
     global_state.set_global_attribute(GLOBAL_RANDOM_SEED, seed)
