@@ -156,3 +156,53 @@ def test_new_losses_have_configs(name):
     y = np.ones((1, 4, 4, 1), "float32")
     p = np.full((1, 4, 4, 1), 0.6, "float32")
     assert float(clone(y, p)) == pytest.approx(float(loss(y, p)))
+
+
+def test_loss_switch_computes_the_selected_loss_and_round_trips():
+    rng = np.random.default_rng(5)
+    y = (rng.random((2, 8, 8, 1)) > 0.7).astype("float32")
+    p = rng.uniform(0.05, 0.95, (2, 8, 8, 1)).astype("float32")
+    candidates = {"BCE": mc.losses.BinaryCrossEntropy(), "Dice + BCE": "dice_ce", "Keras BCE": keras.losses.BinaryCrossentropy()}
+    switch = mc.losses.LossSwitch(candidates)
+    assert switch.names == ("BCE", "Dice + BCE", "Keras BCE") and switch.selected == "BCE"
+    for name, loss in [("BCE", candidates["BCE"]), ("Dice + BCE", mc.losses.DiceCELoss()), ("Keras BCE", candidates["Keras BCE"])]:
+        switch.select(name)
+        assert float(switch(y, p)) == pytest.approx(float(loss(y, p)), rel=1e-6)
+    clone = mc.losses.LossSwitch.from_config(switch.get_config())
+    assert clone.selected == "Keras BCE" and float(clone(y, p)) == pytest.approx(float(switch(y, p)))
+    with pytest.raises(ValueError, match="Unknown loss 'Dice'.*holds"):
+        switch.select("Dice")
+    with pytest.raises(ValueError, match="non-empty dict"):
+        mc.losses.LossSwitch({})
+    with pytest.raises(ValueError, match=r"losses\['x'\] is a int, not a loss"):
+        mc.losses.LossSwitch({"x": 3})
+    with pytest.raises(ValueError, match="Unknown loss"):
+        mc.losses.LossSwitch({"x": "hinge"})
+
+
+def test_loss_switch_trains_each_loss_in_one_traced_step():
+    """Selecting another loss and re-initialising reuses the compiled step and trains as that loss alone does."""
+    rng = np.random.default_rng(6)
+    x = rng.random((8, 16, 16, 1)).astype("float32")
+    y = (x > 0.6).astype("float32")
+
+    def trained(loss, model=None, seed=0):
+        if model is None:
+            keras.utils.set_random_seed(seed)
+            model = mc.models.build_unet((16, 16, 1), depth=2, base_filters=4)
+            mc.training.compile_model(model, loss, learning_rate=1e-2)
+        else:
+            mc.training.reinitialize(model, seed)
+        model.fit(x, y, batch_size=4, epochs=2, shuffle=False, verbose=0)
+        return model
+
+    switch = mc.losses.LossSwitch({"BCE": "bce", "soft Dice": "dice"})
+    shared = trained(switch)
+    step = shared.train_function
+    for name in switch.names:
+        switch.select(name)
+        trained(switch, shared)
+        alone = trained(mc.losses.get_loss({"BCE": "bce", "soft Dice": "dice"}[name]))
+        for a, b in zip(shared.get_weights(), alone.get_weights(), strict=True):
+            np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5, err_msg=name)
+    assert shared.train_function is step  # traced once
