@@ -505,7 +505,7 @@ class LossSwitch(keras.losses.Loss):
         return self.names[int(keras.ops.convert_to_numpy(self._index.value))]
 
     def select(self, name):
-        """Make loss ``name`` the one that trains (and that calls compute) from now on."""
+        """Make loss ``name`` the one that training (and any call of this loss) computes from now on."""
         if name not in self.losses:
             raise ValueError(f"Unknown loss {name!r}; this LossSwitch holds {list(self.names)}.")
         self._index.assign(self.names.index(name))
