@@ -196,13 +196,14 @@ def test_loss_switch_trains_each_loss_in_one_traced_step():
         model.fit(x, y, batch_size=4, epochs=2, shuffle=False, verbose=0)
         return model
 
-    switch = mc.losses.LossSwitch({"BCE": "bce", "soft Dice": "dice"})
+    candidates = {"BCE": "bce", "soft Dice": "dice"}
+    switch = mc.losses.LossSwitch(candidates)
     shared = trained(switch)
     step = shared.train_function
     for name in switch.names:
         switch.select(name)
         trained(switch, shared)
-        alone = trained(mc.losses.get_loss({"BCE": "bce", "soft Dice": "dice"}[name]))
+        alone = trained(mc.losses.get_loss(candidates[name]))
         for a, b in zip(shared.get_weights(), alone.get_weights(), strict=True):
             np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5, err_msg=name)
     assert shared.train_function is step  # traced once
