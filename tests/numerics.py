@@ -39,8 +39,10 @@ def reproducible_environment():
     The committed outputs come from an AVX2 CPU. Libraries that pick SIMD kernels at run
     time round differently with AVX-512 ones: oneDNN (TensorFlow's matrix products go
     through its sgemm even with ``TF_ENABLE_ONEDNN_OPTS=0``), NumPy's ufuncs and OpenCV.
-    Capping each at AVX2 costs a little speed and should give the same bits (not yet seen
-    on an AVX-512 CPU: the fingerprint decides). Only features the CPU has are named: OpenCV
+    Capping each at AVX2 may give the same bits; on a 2-core Intel Xeon with AVX-512 and
+    AMX it did not (the fingerprint changed with the caps, but not to the AMD EPYC's), and
+    it cost 17 % of a training's speed, so ``conftest.py`` keeps the caps for the notebooks
+    only where the capped fingerprint matches. Only features the CPU has are named: OpenCV
     prints a line for each one it lacks. Variables already set win.
     """
     env = {"ONEDNN_MAX_CPU_ISA": "AVX2", "DNNL_MAX_CPU_ISA": "AVX2"}
