@@ -18,11 +18,13 @@ Prints one JSON object with:
   alternation: op determinism off (``setup(deterministic=False)``); XLA (``jit_compile=True``,
   which Keras leaves off on CPU-only machines and refuses under op determinism, so this arm
   runs without determinism too: compare it with that arm); batch 32; and tf.data's autotuner
-  on (``autotune``: the package switches it off, which changes no value). Mixed precision is not a
-  lever here: bfloat16 needs AVX512-BF16 or AMX, which ``/proc/cpuinfo`` must list;
+  on (``autotune``: the package switches it off, which changes no value); and, on a CPU whose
+  ``/proc/cpuinfo`` lists AVX512-BF16 or AMX, mixed precision (``bf16``: Keras's
+  ``mixed_bfloat16`` policy, bfloat16 convolutions with float32 weights and loss; elsewhere
+  the arm is left out, as bfloat16 would be emulated);
 * ``flops``: the U-Net's training FLOPs per image (its convolutions, counted from the layer
   shapes), the machine's measured float32 matrix-multiply rate, and the share of it the
-  training step achieves;
+  training step achieves (with the ``bf16`` arm: the same against the bfloat16 rate);
 
 and the wall-clock seconds of executing ``book/00_quick_tour.ipynb`` in a fresh kernel.
 
@@ -74,6 +76,8 @@ def _worker(arm):
         mc.utils.setup(seed=0, threads=2, deterministic=arm not in ("package_nondeterministic", "package_xla"))
     import keras  # noqa: PLC0415
 
+    if arm == "package_bf16":
+        keras.mixed_precision.set_global_policy("mixed_bfloat16")
     keras.utils.set_random_seed(0)
     images, masks = mc.data.make_phantoms(IMAGES, image_size=SIZE, seed=0)
     model = mc.models.build_unet((SIZE, SIZE, 1), depth=4, base_filters=16)
@@ -96,7 +100,8 @@ def _worker(arm):
             model.fit(images, masks, batch_size=BATCH, epochs=epochs, shuffle=True, verbose=0)
 
     run(1)  # warm-up: tracing and compilation
-    status = {"onednn": mc.utils.onednn_enabled(), "matmul_gflops": _matmul_gflops()}
+    status = {"onednn": mc.utils.onednn_enabled(), "matmul_gflops": _matmul_gflops(),
+              "matmul_bf16_gflops": _matmul_gflops(dtype="bfloat16") if arm == "package_bf16" else None}
     print(json.dumps(status), flush=True)
     for line in sys.stdin:
         if line.strip() != "run":
@@ -106,12 +111,12 @@ def _worker(arm):
         print(json.dumps({"seconds": time.perf_counter() - start}), flush=True)
 
 
-def _matmul_gflops(n=2048, repeats=5):
-    """Best-of-``repeats`` float32 matrix-multiply rate of this process, in GFLOP/s."""
+def _matmul_gflops(n=2048, repeats=5, dtype="float32"):
+    """Best-of-``repeats`` matrix-multiply rate of this process in ``dtype``, in GFLOP/s."""
     import tensorflow as tf  # noqa: PLC0415
 
-    a = tf.random.stateless_uniform((n, n), seed=(0, 1))
-    b = tf.random.stateless_uniform((n, n), seed=(0, 2))
+    a = tf.cast(tf.random.stateless_uniform((n, n), seed=(0, 1)), dtype)
+    b = tf.cast(tf.random.stateless_uniform((n, n), seed=(0, 2)), dtype)
     tf.linalg.matmul(a, b).numpy()
     best = float("inf")
     for _ in range(repeats):
@@ -121,13 +126,20 @@ def _matmul_gflops(n=2048, repeats=5):
     return round(2 * n**3 / best / 1e9, 1)
 
 
-LEVERS = ("package_xla", "package_nondeterministic", "package_batch32", "package_autotune")
+LEVERS = ("package_xla", "package_nondeterministic", "package_batch32", "package_autotune", "package_bf16")
 ARMS = ("package", "plain", "plain_setup", *LEVERS)
+
+
+def _arms(levers):
+    """The arms to run: the bfloat16 one only on a CPU with bfloat16 matrix instructions."""
+    if not levers:
+        return ARMS[:3]
+    return tuple(arm for arm in ARMS if arm != "package_bf16" or machine()["bf16_hardware"])
 
 
 def against_plain_fit(rounds=3, levers=False):
     """Images/s of each arm, alternating package, plain, plain_setup[, levers], package, ..."""
-    arms = ARMS if levers else ARMS[:3]
+    arms = _arms(levers)
     workers = {}
     status = {}
     for arm in arms:  # started one after another, so warm-ups do not overlap either
@@ -164,6 +176,7 @@ def against_plain_fit(rounds=3, levers=False):
         "runs": {arm: [round(r, 2) for r in values] for arm, values in rates.items()},
         "onednn": {arm: status[arm]["onednn"] for arm in arms},
         "matmul_gflops": {arm: status[arm]["matmul_gflops"] for arm in arms},
+        **({"matmul_bf16_gflops": status["package_bf16"]["matmul_bf16_gflops"]} if "package_bf16" in arms else {}),
         "batch_size": BATCH,
         "images_per_run": IMAGES * EPOCHS,
         **({"levers": lever_rates} if lever_rates else {}),
@@ -227,7 +240,7 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--save", type=Path, help="also write the JSON to this file")
     parser.add_argument("--skip-tour", action="store_true", help="do not time the quick tour")
-    parser.add_argument("--levers", action="store_true", help="also time XLA, determinism off and batch 32")
+    parser.add_argument("--levers", action="store_true", help="also time XLA, determinism off, batch 32, tf.data's autotuner and (where the CPU has it) bfloat16")
     parser.add_argument("--worker", choices=ARMS, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
@@ -264,6 +277,13 @@ def main(argv=None):
             "share_of_matmul_rate": round(achieved / matmul, 3),
         },
     }
+    if "matmul_bf16_gflops" in comparison:  # the bfloat16 arm, against the bfloat16 matrix rate
+        bf16_rate = comparison["levers"]["bf16"]["images_per_s"]
+        result["flops"]["bf16"] = {
+            "achieved_gflops": round(training * bf16_rate / 1e9, 1),
+            "matmul_gflops": comparison["matmul_bf16_gflops"],
+            "share_of_matmul_rate": round(training * bf16_rate / 1e9 / comparison["matmul_bf16_gflops"], 3),
+        }
     if not args.skip_tour:
         from notebook_times import time_notebook  # noqa: PLC0415
 
