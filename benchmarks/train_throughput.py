@@ -11,7 +11,10 @@ Prints one JSON object with:
   turns on by default, ``TF_ENABLE_ONEDNN_OPTS=1``) against a plain ``model.fit`` on NumPy arrays in a process
   with TensorFlow's defaults, same model, loss, optimizer and batch, each in its own worker process (the
   settings a process starts TensorFlow with cannot be changed afterwards), timed in
-  alternation so that drifts in the machine's speed hit every arm alike. A third arm, a
+  alternation so that drifts in the machine's speed hit every arm alike. Each round starts
+  fresh workers, in an order rotated by one arm per round, and times them in that order: on a
+  2-core Intel Xeon the worker started and timed last ran 10-20 % faster than the first
+  whichever arm it was, so with a fixed order the comparison measured the order. A third arm, a
   plain ``model.fit`` in a process set up like the package's, splits the gain into what
   the process settings give and what the input pipeline gives;
 * ``levers`` (with ``--levers``): the package's path with one setting changed, in the same
@@ -138,28 +141,32 @@ def _arms(levers):
 
 
 def against_plain_fit(rounds=3, levers=False):
-    """Images/s of each arm, alternating package, plain, plain_setup[, levers], package, ..."""
+    """Images/s of each arm over ``rounds`` rounds; round r starts fresh workers and times
+    them once each, in the arms' order rotated by r (so no arm is always first or last)."""
     arms = _arms(levers)
-    workers = {}
-    status = {}
-    for arm in arms:  # started one after another, so warm-ups do not overlap either
-        workers[arm] = subprocess.Popen(
-            [sys.executable, __file__, "--worker", arm],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=ROOT,
-        )
-        status[arm] = json.loads(workers[arm].stdout.readline())
     rates = {arm: [] for arm in arms}
-    try:
-        for _ in range(rounds):
-            for arm in arms:
+    status = {}
+    orders = []
+    for r in range(rounds):
+        order = arms[r % len(arms):] + arms[: r % len(arms)]
+        orders.append(list(order))
+        workers = {}
+        try:
+            for arm in order:  # started one after another, so warm-ups do not overlap either
+                workers[arm] = subprocess.Popen(
+                    [sys.executable, __file__, "--worker", arm],
+                    stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=ROOT,
+                )
+                status[arm] = json.loads(workers[arm].stdout.readline())
+            for arm in order:
                 workers[arm].stdin.write("run\n")
                 workers[arm].stdin.flush()
                 seconds = json.loads(workers[arm].stdout.readline())["seconds"]
                 rates[arm].append(IMAGES * EPOCHS / seconds)
-    finally:
-        for worker in workers.values():
-            worker.stdin.close()
-            worker.wait(timeout=60)
+        finally:
+            for worker in workers.values():
+                worker.stdin.close()
+                worker.wait(timeout=60)
     medians = {arm: statistics.median(values) for arm, values in rates.items()}
     lever_rates = {
         arm.removeprefix("package_"): {"images_per_s": round(medians[arm], 2),
@@ -174,6 +181,7 @@ def against_plain_fit(rounds=3, levers=False):
         "ratio_from_setup": round(medians["plain_setup"] / medians["plain"], 3),
         "ratio_from_pipeline": round(medians["package"] / medians["plain_setup"], 3),
         "runs": {arm: [round(r, 2) for r in values] for arm, values in rates.items()},
+        "orders": orders,
         "onednn": {arm: status[arm]["onednn"] for arm in arms},
         "matmul_gflops": {arm: status[arm]["matmul_gflops"] for arm in arms},
         **({"matmul_bf16_gflops": status["package_bf16"]["matmul_bf16_gflops"]} if "package_bf16" in arms else {}),
@@ -241,13 +249,15 @@ def main(argv=None):
     parser.add_argument("--save", type=Path, help="also write the JSON to this file")
     parser.add_argument("--skip-tour", action="store_true", help="do not time the quick tour")
     parser.add_argument("--levers", action="store_true", help="also time XLA, determinism off, batch 32, tf.data's autotuner and (where the CPU has it) bfloat16")
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="rounds of fresh workers (a full rotation of the order takes one per arm)")
     parser.add_argument("--worker", choices=ARMS, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
         _worker(args.worker)
         return
 
-    comparison = against_plain_fit(levers=args.levers)  # first: its workers must not share the CPU with us
+    comparison = against_plain_fit(rounds=args.rounds, levers=args.levers)  # first: its workers must not share the CPU with us
     import medseg_course as mc  # noqa: PLC0415
 
     info = mc.utils.setup(seed=0, threads=2)
