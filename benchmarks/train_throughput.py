@@ -24,7 +24,7 @@ Prints one JSON object with:
   on (``autotune``: the package switches it off, which changes no value); and, on a CPU whose
   ``/proc/cpuinfo`` lists AVX512-BF16 or AMX, mixed precision (``bf16``: Keras's
   ``mixed_bfloat16`` policy, bfloat16 convolutions with float32 weights and loss; elsewhere
-  the arm is left out, as bfloat16 would be emulated);
+  the arm is left out: such a CPU has no bfloat16 arithmetic to gain from);
 * ``flops``: the U-Net's training FLOPs per image (its convolutions, counted from the layer
   shapes), the machine's measured float32 matrix-multiply rate, and the share of it the
   training step achieves (with the ``bf16`` arm: the same against the bfloat16 rate);
@@ -248,7 +248,9 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--save", type=Path, help="also write the JSON to this file")
     parser.add_argument("--skip-tour", action="store_true", help="do not time the quick tour")
-    parser.add_argument("--levers", action="store_true", help="also time XLA, determinism off, batch 32, tf.data's autotuner and (where the CPU has it) bfloat16")
+    parser.add_argument("--levers", action="store_true",
+                        help="also time XLA, determinism off, batch 32, tf.data's autotuner and "
+                             "(where the CPU has it) bfloat16")
     parser.add_argument("--rounds", type=int, default=3,
                         help="rounds of fresh workers (a full rotation of the order takes one per arm)")
     parser.add_argument("--worker", choices=ARMS, help=argparse.SUPPRESS)
@@ -257,7 +259,8 @@ def main(argv=None):
         _worker(args.worker)
         return
 
-    comparison = against_plain_fit(rounds=args.rounds, levers=args.levers)  # first: its workers must not share the CPU with us
+    # first: its workers must not share the CPU with us
+    comparison = against_plain_fit(rounds=args.rounds, levers=args.levers)
     import medseg_course as mc  # noqa: PLC0415
 
     info = mc.utils.setup(seed=0, threads=2)
