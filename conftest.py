@@ -5,13 +5,14 @@ The committed notebook outputs come from one CPU. Where this machine's arithmeti
 trained numbers differ in their digits, so comparing them says nothing about the course.
 There, nbval still runs every cell and every ``assert`` (each chapter asserts the bounds
 its claims rest on) but does not compare printed outputs, and the report header says so.
-``--compare-outputs=always`` compares them anyway. On AVX-512 CPUs the fingerprint is
-computed with the kernels that round differently capped at AVX2 (``reproducible_environment``),
-so that such a machine can reproduce the committed outputs; the notebooks run with those caps
-only where they do (or with ``--compare-outputs=always``). Elsewhere the caps would buy
-nothing and cost speed (17 % of a training's images per second on a 2-core Intel Xeon with
-AVX-512 and AMX, whose capped fingerprint still differs from the AMD EPYC's), so the
-notebooks run with the kernels the CPU has.
+``--compare-outputs=always`` compares them anyway. Where the reference says the outputs were
+executed with the kernels that round differently capped at AVX2 (``reproducible_environment``,
+for outputs from an AVX2 CPU), the fingerprint is computed under the caps, so that an AVX-512
+CPU may reproduce them; the notebooks run with those caps only where it does (or with
+``--compare-outputs=always``). Elsewhere the caps would buy nothing and cost speed (17 % of a
+training's images per second on a 2-core Intel Xeon with AVX-512 and AMX, whose capped
+fingerprint still differed from an AMD EPYC's), so the notebooks run with the kernels the CPU
+has.
 """
 
 import importlib.util
@@ -45,12 +46,13 @@ def pytest_configure(config):
         return
     # Notebook kernels inherit this process's environment: the caps go there only when the
     # outputs are compared.
-    caps = _numerics.reproducible_environment()
+    ref = _numerics.reference()
+    caps = _numerics.reproducible_environment() if ref["avx2_caps"] else {}
     if option.compare_outputs == "always":
         os.environ.update(caps)
         config._medseg_outputs = "notebook outputs: compared (--compare-outputs=always)"
         return
-    same, here, ref = _numerics.compare()  # computed under the caps
+    same, here, ref = _numerics.compare()  # computed under the caps if the reference was
     if same:
         os.environ.update(caps)
         config._medseg_outputs = (f"notebook outputs: compared bit for bit; this machine reproduces "

@@ -14,6 +14,10 @@ says so in the report header.
 
     python tests/numerics.py            # this machine's fingerprint against the reference
     python tests/numerics.py --record   # store this machine's as the reference
+
+The reference says whether the outputs were executed under the AVX2 caps of
+``reproducible_environment()``; the fingerprint is compared, and the notebooks run, in the
+same setting. ``make notebooks`` executes them with the CPU's own kernels and records that.
 """
 
 import argparse
@@ -36,8 +40,8 @@ _PROGRAM = (
 def reproducible_environment():
     """Environment variables that make an AVX-512 CPU compute what an AVX2 one does.
 
-    The committed outputs come from an AVX2 CPU. Libraries that pick SIMD kernels at run
-    time round differently with AVX-512 ones: oneDNN (TensorFlow's matrix products go
+    For outputs executed on an AVX2 CPU (a reference with ``avx2_caps``). Libraries that
+    pick SIMD kernels at run time round differently with AVX-512 ones: oneDNN (TensorFlow's matrix products go
     through its sgemm even with ``TF_ENABLE_ONEDNN_OPTS=0``), NumPy's ufuncs and OpenCV.
     Capping each at AVX2 may give the same bits; on a 2-core Intel Xeon with AVX-512 and
     AMX it did not (the fingerprint changed with the caps, but not to the AMD EPYC's), and
@@ -76,11 +80,11 @@ def _cpuinfo():
     return model, flags
 
 
-def fingerprint_here(timeout=600):
+def fingerprint_here(timeout=600, capped=True):
     """This machine's fingerprint, computed in a fresh process (TensorFlow's settings are
     fixed per process, and the caller's must not be touched), under
-    ``reproducible_environment()``."""
-    env = dict(os.environ, **reproducible_environment())
+    ``reproducible_environment()`` if ``capped``, else in this process's environment."""
+    env = dict(os.environ, **(reproducible_environment() if capped else {}))
     result = subprocess.run([sys.executable, "-c", _PROGRAM], capture_output=True, text=True,
                             env=env, timeout=timeout, check=False)
     if result.returncode != 0:
@@ -96,23 +100,34 @@ def cpu_description():
 
 
 def reference():
-    """The stored reference: ``{"fingerprint", "machine", "recorded"}``."""
-    return json.loads(REFERENCE.read_text())
+    """The stored reference: ``{"fingerprint", "machine", "recorded", "avx2_caps"}``.
+
+    ``avx2_caps``: whether the outputs were computed under ``reproducible_environment()``'s
+    caps (true for references older than the flag: on their AVX2 CPU the caps changed
+    nothing), and so whether a machine must compute its fingerprint, and run the notebooks,
+    under them to reproduce the outputs.
+    """
+    ref = json.loads(REFERENCE.read_text())
+    ref.setdefault("avx2_caps", True)
+    return ref
 
 
 def compare():
     """``(same, here, reference_dict)`` for this machine against the committed outputs'."""
     ref = reference()
-    here = fingerprint_here()
+    here = fingerprint_here(capped=ref["avx2_caps"])
     return here == ref["fingerprint"], here, ref
 
 
-def record():
-    """Store this machine's fingerprint as the committed outputs' reference."""
+def record(capped=False):
+    """Store this machine's fingerprint as the committed outputs' reference: computed in this
+    process's environment, as ``make notebooks`` executes the chapters, or under the AVX2
+    caps if ``capped`` (for outputs executed under them)."""
     entry = {
-        "fingerprint": fingerprint_here(),
+        "fingerprint": fingerprint_here(capped=capped),
         "machine": cpu_description(),
         "recorded": datetime.date.today().isoformat(),
+        "avx2_caps": capped,
     }
     REFERENCE.write_text(json.dumps(entry, indent=2) + "\n")
     return entry
@@ -122,9 +137,11 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--record", action="store_true",
                         help="store this machine's fingerprint as the reference")
+    parser.add_argument("--avx2-caps", action="store_true",
+                        help="with --record: the notebooks were executed under the AVX2 caps")
     args = parser.parse_args(argv)
     if args.record:
-        print(json.dumps(record()))
+        print(json.dumps(record(capped=args.avx2_caps)))
         return 0
     same, here, ref = compare()
     print(f"this machine: {here} ({cpu_description()})")

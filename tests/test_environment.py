@@ -1,5 +1,6 @@
 """The project's set-up files agree with each other."""
 
+import os
 import re
 from pathlib import Path
 
@@ -60,32 +61,33 @@ def test_notebooks_set_up_before_importing_tensorflow():
             assert 0 <= setup < first_tf.start(), f"{notebook.name}: call mc.utils.setup() before importing keras/tensorflow"
 
 
-def test_notebook_outputs_compared_only_where_the_arithmetic_matches(tmp_path):
+def test_notebook_outputs_compared_only_where_the_arithmetic_matches(tmp_path, monkeypatch):
     """conftest.py compares notebook outputs bit for bit on a machine whose numerics
     fingerprint matches the reference, and otherwise runs them uncompared, saying so: a
     notebook whose stored output is wrong fails in the first case and passes in the second.
-    The AVX2 caps of an AVX-512 CPU reach the notebook's kernel only in the first case."""
+    The AVX2 caps reach the notebook's kernel only in the first case, and only for a
+    reference recorded under them."""
     import json
-    import os
     import subprocess
     import sys
 
     import nbformat
     import numerics  # tests/numerics.py (pytest puts tests/ on the path)
 
-    caps = ("ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA", "NPY_DISABLE_CPU_FEATURES", "OPENCV_CPU_DISABLE")
-    env = {key: value for key, value in os.environ.items() if key not in caps}  # as a fresh shell has it
-    capped = "AVX2" if "avx512f" in numerics._cpuinfo()[1] else None
-    here = numerics.fingerprint_here()
+    for key in ("ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA", "NPY_DISABLE_CPU_FEATURES", "OPENCV_CPU_DISABLE"):
+        monkeypatch.delenv(key, raising=False)  # as a fresh shell has it
+    env = dict(os.environ)
+    capped_isa = numerics.reproducible_environment().get("ONEDNN_MAX_CPU_ISA")
 
-    def run(fingerprint, isa):
+    def run(fingerprint, avx2_caps, isa):
         wrong = nbformat.v4.new_code_cell("print(1 + 1)", execution_count=1)
         wrong.outputs = [nbformat.v4.new_output("stream", name="stdout", text="3\n")]
         kernels = nbformat.v4.new_code_cell(f"import os\nassert os.environ.get('ONEDNN_MAX_CPU_ISA') == {isa!r}")
-        notebook = tmp_path / f"{fingerprint}.ipynb"
+        notebook = tmp_path / f"{fingerprint}_{avx2_caps}.ipynb"
         nbformat.write(nbformat.v4.new_notebook(cells=[wrong, kernels]), notebook)
-        reference = tmp_path / f"{fingerprint}.json"
-        reference.write_text(json.dumps({"fingerprint": fingerprint, "machine": "a test", "recorded": "today"}))
+        reference = tmp_path / f"{fingerprint}_{avx2_caps}.json"
+        reference.write_text(json.dumps({"fingerprint": fingerprint, "machine": "a test", "recorded": "today",
+                                         "avx2_caps": avx2_caps}))
         done = subprocess.run(
             [sys.executable, "-m", "pytest", "--nbval", "--nbval-current-env", "-p", "no:cacheprovider",
              "-p", "conftest",  # the repository's conftest.py: the notebook lies outside it
@@ -94,9 +96,11 @@ def test_notebook_outputs_compared_only_where_the_arithmetic_matches(tmp_path):
             env={**env, "MEDSEG_NUMERICS_REFERENCE": str(reference)})
         return done.returncode, done.stdout
 
-    code, out = run(here, capped)
-    assert f"compared bit for bit; this machine reproduces the committed run (numerics fingerprint {here})" in out
-    assert code == 1 and "1 failed, 1 passed" in out, out[-2000:]
-    code, out = run("0123456789abcdef", None)
-    assert f"NOT compared; this machine's numerics fingerprint {here} differs from the committed run's 0123456789abcdef" in out
+    for avx2_caps, isa in ((True, capped_isa), (False, None)):
+        here = numerics.fingerprint_here(capped=avx2_caps)
+        code, out = run(here, avx2_caps, isa)
+        assert f"compared bit for bit; this machine reproduces the committed run (numerics fingerprint {here})" in out
+        assert code == 1 and "1 failed, 1 passed" in out, out[-2000:]
+    code, out = run("0123456789abcdef", True, None)
+    assert f"NOT compared; this machine's numerics fingerprint {numerics.fingerprint_here()} differs from the committed run's 0123456789abcdef" in out
     assert code == 0 and "2 passed" in out, out[-2000:]
