@@ -484,6 +484,8 @@ def _load_run(model_path, allow_legacy=False):
     if not legacy and not zipfile.is_zipfile(path):
         raise CLIError(f"{path}: not a Keras model file (a .keras file is a zip archive; this one is not, or it is "
                        "truncated). Re-train or re-copy it.")
+    import medseg_course.models  # noqa: F401, PLC0415  (registers FusedBatchNormalization for loading)
+
     try:
         # safe_mode: a .keras file whose config asks to deserialise Python code (a Lambda
         # layer's bytecode) is refused instead of run

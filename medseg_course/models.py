@@ -12,7 +12,64 @@ from keras import layers
 
 from medseg_course.utils import check_positive
 
-__all__ = ["build_seed_encoder_decoder", "build_unet", "count_parameters"]
+__all__ = ["FusedBatchNormalization", "build_seed_encoder_decoder", "build_unet", "count_parameters"]
+
+
+@keras.saving.register_keras_serializable(package="medseg_course")
+class FusedBatchNormalization(layers.BatchNormalization):
+    """Keras's ``BatchNormalization``, computed by TensorFlow's fused kernel.
+
+    The same layer (arguments, weights, moving statistics, saved form) with the same
+    arithmetic up to rounding: Keras 3 normalises with separate mean, variance, subtract,
+    multiply and add operations, forward and backward, and on a 2-core CPU those memory
+    passes cost more than the convolutions around them. ``FusedBatchNormV3`` does each
+    direction in one pass: ``model.fit`` of a 16-filter U-Net at 128x128 ran 1.18x faster
+    with it than with Keras's layer on a 2-core Intel Xeon, and under ``mixed_bfloat16``
+    (where Keras's layer casts to float32 and back) bfloat16 went from 1.38x to 1.96x the
+    float32 rate (``benchmarks/train_throughput.py``).
+
+    The fused kernel is used for 4-D channels-last inputs on the TensorFlow backend, without
+    a mask or batch renormalisation; anything else (the JAX or PyTorch backends, a masked
+    call, ``renorm=True``) runs Keras's own code. The moving variance is updated with the
+    batch's biased variance, as Keras does (the kernel reports the unbiased one).
+    """
+
+    def _fusable(self, inputs, mask):
+        return (
+            mask is None
+            and not self.renorm
+            and keras.config.backend() == "tensorflow"
+            and len(inputs.shape) == 4
+            and self.axis in (-1, 3)
+        )
+
+    def call(self, inputs, training=None, mask=None):
+        if not self._fusable(inputs, mask):
+            return super().call(inputs, training=training, mask=mask)
+        import tensorflow as tf  # noqa: PLC0415  (only on the TensorFlow backend)
+
+        channels = inputs.shape[-1]
+        if inputs.dtype not in (tf.float32, tf.bfloat16, tf.float16):
+            inputs = tf.cast(inputs, tf.float32)
+        scale = tf.cast(self.gamma, tf.float32) if self.scale else tf.ones([channels], tf.float32)
+        offset = tf.cast(self.beta, tf.float32) if self.center else tf.zeros([channels], tf.float32)
+        if training and self.trainable:
+            outputs, mean, variance, *_ = tf.raw_ops.FusedBatchNormV3(
+                x=inputs, scale=scale, offset=offset, mean=tf.zeros([0]), variance=tf.zeros([0]),
+                epsilon=self.epsilon, data_format="NHWC", is_training=True,
+            )
+            count = tf.cast(tf.reduce_prod(tf.shape(inputs)[:-1]), tf.float32)
+            variance = variance * tf.maximum(count - 1.0, 1.0) / count  # unbiased -> biased
+            momentum = self.momentum
+            self.moving_mean.assign(self.moving_mean * momentum + mean * (1.0 - momentum))
+            self.moving_variance.assign(self.moving_variance * momentum + variance * (1.0 - momentum))
+        else:
+            outputs, *_ = tf.raw_ops.FusedBatchNormV3(
+                x=inputs, scale=scale, offset=offset,
+                mean=tf.cast(self.moving_mean, tf.float32), variance=tf.cast(self.moving_variance, tf.float32),
+                epsilon=self.epsilon, data_format="NHWC", is_training=False,
+            )
+        return tf.cast(outputs, self.compute_dtype)
 
 
 def _check_input_shape(input_shape, levels):
@@ -136,9 +193,10 @@ def build_unet(
     base_filters : int
         Filters at the first level.
     batch_norm : bool
-        Batch normalisation after each convolution, with momentum 0.9: Keras' default
-        0.99 leaves the moving statistics used at inference far from the training ones
-        after the few hundred steps of a CPU-sized run, and validation Dice collapses.
+        Batch normalisation (``FusedBatchNormalization``) after each convolution, with
+        momentum 0.9: Keras' default 0.99 leaves the moving statistics used at inference
+        far from the training ones after the few hundred steps of a CPU-sized run, and
+        validation Dice collapses.
     dropout : float
         Dropout rate in [0, 1) before the bottleneck's second convolution.
 
@@ -170,7 +228,7 @@ def build_unet(
                 filters, 3, padding="same", use_bias=not batch_norm, name=f"{prefix}_conv{i}"
             )(x)
             if batch_norm:
-                x = layers.BatchNormalization(momentum=0.9, name=f"{prefix}_bn{i}")(x)
+                x = FusedBatchNormalization(momentum=0.9, name=f"{prefix}_bn{i}")(x)
             x = layers.Activation("relu", name=f"{prefix}_relu{i}")(x)
         return x
 

@@ -56,3 +56,61 @@ def test_unet_multiclass_softmax(tf_setup):
 def test_bad_arguments(tf_setup, call, message):
     with pytest.raises(ValueError, match=message):
         call()
+
+
+def _batch_norm_pair(channels=5):
+    import keras
+
+    rng = np.random.default_rng(0)
+    keras_bn = keras.layers.BatchNormalization(momentum=0.9)
+    fused_bn = mc.models.FusedBatchNormalization(momentum=0.9)
+    for layer in (keras_bn, fused_bn):
+        layer.build((None, 8, 8, channels))
+    for name in ("gamma", "beta"):
+        value = rng.normal(1.0 if name == "gamma" else 0.0, 0.3, channels).astype("float32")
+        getattr(keras_bn, name).assign(value)
+        getattr(fused_bn, name).assign(value)
+    return keras_bn, fused_bn
+
+
+def test_fused_batch_norm_matches_keras(tf_setup):
+    """Same outputs, gradients and moving statistics as Keras's layer, up to rounding."""
+    import tensorflow as tf
+
+    rng = np.random.default_rng(1)
+    x = tf.constant(rng.normal(2.0, 3.0, (4, 8, 8, 5)).astype("float32"))
+    weights = tf.constant(rng.normal(size=(4, 8, 8, 5)).astype("float32"))
+    results = []
+    for layer in _batch_norm_pair():
+        for _ in range(2):  # two steps: the moving statistics move from their start
+            with tf.GradientTape() as tape:
+                tape.watch(x)
+                loss = tf.reduce_sum(layer(x, training=True) * weights)
+            grads = tape.gradient(loss, [x, layer.gamma, layer.beta])
+        results.append([layer(x, training=True), *grads, layer.moving_mean, layer.moving_variance,
+                        layer(x, training=False)])
+    for ours, keras_value in zip(results[1], results[0]):
+        np.testing.assert_allclose(np.asarray(ours), np.asarray(keras_value), rtol=1e-4, atol=1e-4)
+
+
+def test_fused_batch_norm_in_unet_saves_and_loads(tf_setup, tmp_path):
+    model = mc.models.build_unet((32, 32, 1), depth=2, base_filters=4)
+    bns = [layer for layer in model.layers if "_bn" in layer.name]
+    assert bns and all(type(layer) is mc.models.FusedBatchNormalization for layer in bns)
+    x = np.random.default_rng(0).random((2, 32, 32, 1)).astype("float32")
+    path = tmp_path / "m.keras"
+    model.save(path)
+    import keras
+
+    loaded = keras.models.load_model(path)
+    assert type(loaded.get_layer(bns[0].name)) is mc.models.FusedBatchNormalization
+    np.testing.assert_array_equal(loaded.predict(x, verbose=0), model.predict(x, verbose=0))
+
+
+def test_fused_batch_norm_falls_back_for_a_mask(tf_setup):
+    keras_bn, fused_bn = _batch_norm_pair(channels=3)
+    x = np.random.default_rng(2).random((2, 8, 8, 3)).astype("float32")
+    mask = np.ones((2, 8, 8), bool)
+    mask[0, :4] = False
+    np.testing.assert_allclose(np.asarray(fused_bn(x, training=True, mask=mask)),
+                               np.asarray(keras_bn(x, training=True, mask=mask)), rtol=1e-6, atol=1e-6)
