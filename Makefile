@@ -76,6 +76,7 @@ notebooks: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/train_throughput.py --save benchmarks/results/train_throughput.json
+	$(BIN)/python benchmarks/mixed_precision.py --save benchmarks/results/mixed_precision.json
 	$(BIN)/python benchmarks/inference.py --save benchmarks/results/inference.json
 	$(BIN)/python benchmarks/time_to_dice.py --save benchmarks/results/time_to_dice.json
 	$(BIN)/python benchmarks/recipes.py --save benchmarks/results/recipes.json

@@ -7,16 +7,20 @@ Prints one JSON object with:
   article's encoder-decoder (64-512 filters) at 128x128, through the package's tf.data +
   ``fit`` path; each the median of three timed runs (single runs on the 2-core machine
   vary by up to ~40 %, so one sample is not a measurement);
-* ``unet16_128_vs_plain_fit``: the package's path (with oneDNN's kernels, which the package
-  turns on by default, ``TF_ENABLE_ONEDNN_OPTS=1``) against a plain ``model.fit`` on NumPy arrays in a process
-  with TensorFlow's defaults, same model, loss, optimizer and batch, each in its own worker process (the
-  settings a process starts TensorFlow with cannot be changed afterwards), timed in
-  alternation so that drifts in the machine's speed hit every arm alike. Each round starts
+* ``unet16_128_vs_plain_fit``: the package's path (its model, with ``FusedBatchNormalization``;
+  oneDNN's kernels, which the package turns on by default, ``TF_ENABLE_ONEDNN_OPTS=1``; its
+  input pipeline and ``fit``) against a plain ``model.fit`` on NumPy arrays in a process with
+  TensorFlow's defaults, of the same architecture built from Keras's stock layers (as a user
+  writing it would: ``keras.layers.BatchNormalization``), same initial weights, loss,
+  optimizer and batch, each in its own worker process (the settings a process starts
+  TensorFlow with cannot be changed afterwards), timed in alternation so that drifts in the
+  machine's speed hit every arm alike. Each round starts
   fresh workers, in an order rotated by one arm per round, and times them in that order: on a
   2-core Intel Xeon the worker started and timed last ran 10-20 % faster than the first
-  whichever arm it was, so with a fixed order the comparison measured the order. A third arm, a
-  plain ``model.fit`` in a process set up like the package's, splits the gain into what
-  the process settings give and what the input pipeline gives;
+  whichever arm it was, so with a fixed order the comparison measured the order. Two more
+  arms, plain ``model.fit`` in a process set up like the package's with the stock layers and
+  then with the package's model, split the gain into what the process settings, the model's
+  layers and the input pipeline give;
 * ``levers`` (with ``--levers``): the package's path with one setting changed, in the same
   alternation: op determinism off (``setup(deterministic=False)``); XLA (``jit_compile=True``,
   which Keras leaves off on CPU-only machines and refuses under op determinism, so this arm
@@ -65,9 +69,12 @@ def _worker(arm):
     """One arm of the alternating comparison: warm up, then time EPOCHS epochs per 'run'.
 
     ``plain``: what a user without the package does: TensorFlow imported first, with its
-    own defaults (threads, kernels), then ``model.fit`` on NumPy arrays.
-    ``plain_setup``: ``model.fit`` on NumPy arrays in a process set up by ``mc.utils.setup``.
-    ``package``: ``mc.utils.setup`` + ``mc.training.make_dataset`` + ``mc.training.fit``.
+    own defaults (threads, kernels), then ``model.fit`` on NumPy arrays, the U-Net built
+    from Keras's stock layers.
+    ``plain_setup``: the same in a process set up by ``mc.utils.setup``.
+    ``plain_setup_model``: that, with the package's model (``FusedBatchNormalization``).
+    ``package``: ``mc.utils.setup`` + the package's model + ``mc.training.make_dataset`` +
+    ``mc.training.fit``.
     """
     if arm == "plain":
         os.environ.pop("TF_ENABLE_ONEDNN_OPTS", None)  # TensorFlow's own default
@@ -83,7 +90,14 @@ def _worker(arm):
         keras.mixed_precision.set_global_policy("mixed_bfloat16")
     keras.utils.set_random_seed(0)
     images, masks = mc.data.make_phantoms(IMAGES, image_size=SIZE, seed=0)
-    model = mc.models.build_unet((SIZE, SIZE, 1), depth=4, base_filters=16)
+    if arm in ("plain", "plain_setup"):  # the same U-Net from Keras's stock layers
+        fused, mc.models.FusedBatchNormalization = mc.models.FusedBatchNormalization, keras.layers.BatchNormalization
+        try:
+            model = mc.models.build_unet((SIZE, SIZE, 1), depth=4, base_filters=16)
+        finally:
+            mc.models.FusedBatchNormalization = fused
+    else:
+        model = mc.models.build_unet((SIZE, SIZE, 1), depth=4, base_filters=16)
     mc.training.compile_model(model, loss="dice_ce", learning_rate=1e-3, jit_compile=arm == "package_xla" or "auto")
     if arm.startswith("package"):
         batch = 32 if arm == "package_batch32" else BATCH
@@ -130,13 +144,13 @@ def _matmul_gflops(n=2048, repeats=5, dtype="float32"):
 
 
 LEVERS = ("package_xla", "package_nondeterministic", "package_batch32", "package_autotune", "package_bf16")
-ARMS = ("package", "plain", "plain_setup", *LEVERS)
+ARMS = ("package", "plain", "plain_setup", "plain_setup_model", *LEVERS)
 
 
 def _arms(levers):
     """The arms to run: the bfloat16 one only on a CPU with bfloat16 matrix instructions."""
     if not levers:
-        return ARMS[:3]
+        return ARMS[:4]
     return tuple(arm for arm in ARMS if arm != "package_bf16" or machine()["bf16_hardware"])
 
 
@@ -178,8 +192,10 @@ def against_plain_fit(rounds=3, levers=False):
         "plain_fit_images_per_s": round(medians["plain"], 2),
         "ratio": round(medians["package"] / medians["plain"], 3),
         "plain_fit_with_setup_images_per_s": round(medians["plain_setup"], 2),
+        "plain_fit_with_setup_and_model_images_per_s": round(medians["plain_setup_model"], 2),
         "ratio_from_setup": round(medians["plain_setup"] / medians["plain"], 3),
-        "ratio_from_pipeline": round(medians["package"] / medians["plain_setup"], 3),
+        "ratio_from_model": round(medians["plain_setup_model"] / medians["plain_setup"], 3),
+        "ratio_from_pipeline": round(medians["package"] / medians["plain_setup_model"], 3),
         "runs": {arm: [round(r, 2) for r in values] for arm, values in rates.items()},
         "orders": orders,
         "onednn": {arm: status[arm]["onednn"] for arm in arms},
