@@ -40,7 +40,8 @@ def _worker(policy):
 
     keras.config.set_dtype_policy(policy)
     images, masks = mc.data.make_phantoms(TRAIN + VAL, image_size=SIZE, seed=0)
-    model = mc.training.compile_model(mc.models.build_unet((SIZE, SIZE, 1), depth=4, base_filters=16), loss="dice_ce")
+    model = mc.models.build_unet((SIZE, SIZE, 1), depth=4, base_filters=16)
+    mc.training.compile_model(model, loss="dice_ce")
     data = mc.training.make_dataset(images[:TRAIN], masks[:TRAIN], batch_size=BATCH,
                                     augment=mc.training.Augmentation(), seed=0)
     start = time.perf_counter()
@@ -70,8 +71,8 @@ def main(argv=None):
         _worker(args.worker)
         return 0
     if not machine()["bf16_hardware"] and not args.force:
-        print("This CPU has no bfloat16 matrix instructions (AVX512-BF16 or AMX): bfloat16 would be emulated. "
-              "Pass --force to measure anyway.", file=sys.stderr)
+        print("This CPU has no bfloat16 matrix instructions (AVX512-BF16 or AMX): bfloat16 would be "
+              "emulated. Pass --force to measure anyway.", file=sys.stderr)
         return 0
     arms = {}
     for policy in ("float32", "mixed_bfloat16"):

@@ -91,7 +91,8 @@ def _worker(arm):
     keras.utils.set_random_seed(0)
     images, masks = mc.data.make_phantoms(IMAGES, image_size=SIZE, seed=0)
     if arm in ("plain", "plain_setup"):  # the same U-Net from Keras's stock layers
-        fused, mc.models.FusedBatchNormalization = mc.models.FusedBatchNormalization, keras.layers.BatchNormalization
+        fused = mc.models.FusedBatchNormalization
+        mc.models.FusedBatchNormalization = keras.layers.BatchNormalization  # what build_unet uses
         try:
             model = mc.models.build_unet((SIZE, SIZE, 1), depth=4, base_filters=16)
         finally:

@@ -66,7 +66,8 @@ class FusedBatchNormalization(layers.BatchNormalization):
         else:
             outputs, *_ = tf.raw_ops.FusedBatchNormV3(
                 x=inputs, scale=scale, offset=offset,
-                mean=tf.cast(self.moving_mean, tf.float32), variance=tf.cast(self.moving_variance, tf.float32),
+                mean=tf.cast(self.moving_mean, tf.float32),
+                variance=tf.cast(self.moving_variance, tf.float32),
                 epsilon=self.epsilon, data_format="NHWC", is_training=False,
             )
         return tf.cast(outputs, self.compute_dtype)

@@ -41,8 +41,9 @@ def reproducible_environment():
     """Environment variables that make an AVX-512 CPU compute what an AVX2 one does.
 
     For outputs executed on an AVX2 CPU (a reference with ``avx2_caps``). Libraries that
-    pick SIMD kernels at run time round differently with AVX-512 ones: oneDNN (TensorFlow's matrix products go
-    through its sgemm even with ``TF_ENABLE_ONEDNN_OPTS=0``), NumPy's ufuncs and OpenCV.
+    pick SIMD kernels at run time round differently with AVX-512 ones: oneDNN
+    (TensorFlow's matrix products go through its sgemm even with
+    ``TF_ENABLE_ONEDNN_OPTS=0``), NumPy's ufuncs and OpenCV.
     Capping each at AVX2 may give the same bits; on a 2-core Intel Xeon with AVX-512 and
     AMX it did not (the fingerprint changed with the caps, but not to the AMD EPYC's), and
     it cost 17 % of a training's speed, so ``conftest.py`` keeps the caps for the notebooks

@@ -102,5 +102,6 @@ def test_notebook_outputs_compared_only_where_the_arithmetic_matches(tmp_path, m
         assert f"compared bit for bit; this machine reproduces the committed run (numerics fingerprint {here})" in out
         assert code == 1 and "1 failed, 1 passed" in out, out[-2000:]
     code, out = run("0123456789abcdef", True, None)
-    assert f"NOT compared; this machine's numerics fingerprint {numerics.fingerprint_here()} differs from the committed run's 0123456789abcdef" in out
+    here = numerics.fingerprint_here()
+    assert f"NOT compared; this machine's numerics fingerprint {here} differs from the committed run's 0123456789abcdef" in out
     assert code == 0 and "2 passed" in out, out[-2000:]
