@@ -48,9 +48,7 @@ class FusedBatchNormalization(layers.BatchNormalization):
             return super().call(inputs, training=training, mask=mask)
         import tensorflow as tf  # noqa: PLC0415  (only on the TensorFlow backend)
 
-        channels = inputs.shape[-1]
-        if inputs.dtype not in (tf.float32, tf.bfloat16, tf.float16):
-            inputs = tf.cast(inputs, tf.float32)
+        channels = inputs.shape[-1]  # inputs arrive in the compute dtype (Keras autocasts them)
         scale = tf.cast(self.gamma, tf.float32) if self.scale else tf.ones([channels], tf.float32)
         offset = tf.cast(self.beta, tf.float32) if self.center else tf.zeros([channels], tf.float32)
         if training and self.trainable:
