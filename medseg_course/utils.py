@@ -186,6 +186,18 @@ def setup(seed=0, threads=2, deterministic=True):
 _LAST_SETUP = None
 
 
+def bf16_hardware():
+    """Whether this CPU multiplies bfloat16 matrices in hardware (AVX512-BF16 or AMX, from
+    ``/proc/cpuinfo``; False where that cannot be read). Elsewhere bfloat16 is emulated,
+    and mixed bfloat16 trains slower than float32."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    flags = next((line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")), [])
+    return bool({"avx512_bf16", "amx_bf16"} & set(flags))
+
+
 def _cpu_name():
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
