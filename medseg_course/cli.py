@@ -749,8 +749,8 @@ def build_parser():
     train.add_argument("--batch-size", type=int, default=8, help="images per step (default 8)")
     train.add_argument("--learning-rate", type=float, default=1e-3)
     train.add_argument("--precision", choices=("float32", "bfloat16"), default="float32",
-                       help="bfloat16: mixed precision, about 2x faster on CPUs with AMX or AVX512-BF16 "
-                            "(README, 'CPU speed'); emulated and slower elsewhere")
+                       help="bfloat16: mixed precision; measure first (README): with AMX it trained a "
+                            "16-filter U-Net 1.9x faster and the default 8-filter one 3x slower")
     train.add_argument("--val-fraction", type=float, default=0.2, help="share of cases for validation (split by case)")
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--threads", type=int, default=2, help="CPU threads (results repeat at a fixed count)")

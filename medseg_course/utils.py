@@ -42,6 +42,7 @@ __all__ = [
     "check_writable_folder",
     "import_tensorflow",
     "onednn_enabled",
+    "bf16_hardware",
     "numerics_fingerprint",
 ]
 
