@@ -52,7 +52,7 @@ def pytest_configure(config):
         os.environ.update(caps)
         config._medseg_outputs = "notebook outputs: compared (--compare-outputs=always)"
         return
-    same, here, ref = _numerics.compare()  # computed under the caps if the reference was
+    same, here, ref = _numerics.compare(ref)  # computed under the caps if the reference was
     if same:
         os.environ.update(caps)
         config._medseg_outputs = (f"notebook outputs: compared bit for bit; this machine reproduces "

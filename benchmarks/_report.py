@@ -6,21 +6,14 @@ import json
 import os
 import platform
 
+from medseg_course.utils import _cpu_name, bf16_hardware
+
 
 def machine():
     """What the figures were measured on."""
-    cpu = platform.processor() or platform.machine()
-    flags = set()
-    try:
-        with open("/proc/cpuinfo") as handle:
-            lines = handle.read().splitlines()
-        cpu = next((line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")), cpu)
-        flags = set(next((line.split(":", 1)[1].split() for line in lines if line.startswith("flags")), []))
-    except OSError:
-        pass
-    return {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(),
+    return {"cpu": _cpu_name(), "cores": os.cpu_count(), "python": platform.python_version(),
             # what mixed precision on this CPU would need (bfloat16 matrix units)
-            "bf16_hardware": bool(flags & {"avx512_bf16", "amx_bf16"})}
+            "bf16_hardware": bf16_hardware()}
 
 
 def emit(report, save=None):

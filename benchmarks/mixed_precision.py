@@ -16,6 +16,7 @@ Usage: ``python benchmarks/mixed_precision.py [--save FILE] [--force]``.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import subprocess
@@ -27,6 +28,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
+from _cli_runs import seconds_to  # noqa: E402
 from _report import emit, machine  # noqa: E402
 
 SIZE, TRAIN, VAL, BATCH, EPOCHS, TARGET = 128, 256, 32, 16, 6, 0.9
@@ -47,11 +49,10 @@ def _worker(policy):
     start = time.perf_counter()
     history = mc.training.fit(model, data, (images[TRAIN:], masks[TRAIN:]), epochs=EPOCHS)
     seconds = time.perf_counter() - start
-    elapsed, first = 0.0, None
-    for epoch, (dice, epoch_s) in enumerate(zip(history["val_dice"], history["epoch_time_s"]), start=1):
-        elapsed += epoch_s
-        if first is None and dice > TARGET:
-            first = {"epoch": epoch, "seconds": round(elapsed, 1)}
+    curve = {"seconds": [round(t, 1) for t in itertools.accumulate(history["epoch_time_s"])],
+             "val_dice": history["val_dice"]}
+    reached = seconds_to(curve, TARGET)
+    first = None if reached is None else {"epoch": curve["seconds"].index(reached) + 1, "seconds": reached}
     print(json.dumps({
         "epoch_seconds": [round(s, 2) for s in history["epoch_time_s"]],
         "val_dice": [round(d, 4) for d in history["val_dice"]],

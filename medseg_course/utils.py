@@ -187,26 +187,28 @@ def setup(seed=0, threads=2, deterministic=True):
 _LAST_SETUP = None
 
 
+def _cpuinfo():
+    """``(model name, set of flags)`` of the first CPU in ``/proc/cpuinfo`` (the name from
+    ``platform`` and no flags where that cannot be read)."""
+    name, flags = platform.processor() or platform.machine(), set()
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+    except OSError:
+        return name, flags
+    name = next((line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")), name)
+    flags = set(next((line.split(":", 1)[1].split() for line in lines if line.startswith("flags")), []))
+    return name, flags
+
+
 def bf16_hardware():
     """Whether this CPU multiplies bfloat16 matrices in hardware (AVX512-BF16 or AMX, from
     ``/proc/cpuinfo``; False where that cannot be read). Elsewhere bfloat16 is emulated,
     and mixed bfloat16 trains slower than float32."""
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    flags = next((line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")), [])
-    return bool({"avx512_bf16", "amx_bf16"} & set(flags))
+    return bool({"avx512_bf16", "amx_bf16"} & _cpuinfo()[1])
 
 
 def _cpu_name():
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+    return _cpuinfo()[0]
 
 
 @dataclass(frozen=True, repr=False)

@@ -113,9 +113,10 @@ def reference():
     return ref
 
 
-def compare():
-    """``(same, here, reference_dict)`` for this machine against the committed outputs'."""
-    ref = reference()
+def compare(ref=None):
+    """``(same, here, reference_dict)`` for this machine against the committed outputs'
+    (``ref``, if the caller has read the reference already)."""
+    ref = ref or reference()
     here = fingerprint_here(capped=ref["avx2_caps"])
     return here == ref["fingerprint"], here, ref
 
