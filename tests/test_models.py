@@ -49,6 +49,7 @@ def test_unet_multiclass_softmax(tf_setup):
         (lambda: mc.models.build_unet((64, 64, 1), num_classes=2), "ambiguous"),
         (lambda: mc.models.build_unet((64, 64, 1), depth=7), "depth"),
         (lambda: mc.models.build_unet((64, 64, 1), dropout=1.0), "dropout"),
+        (lambda: mc.models.build_unet((64, 64, 1), bn_momentum=1.0), "bn_momentum must be in \\[0, 1\\)"),
         (lambda: mc.models.build_seed_encoder_decoder((100, 100, 1)), "divisible"),
         (lambda: mc.models.build_seed_encoder_decoder(width=0), "width"),
     ],
@@ -97,6 +98,7 @@ def test_fused_batch_norm_in_unet_saves_and_loads(tf_setup, tmp_path):
     model = mc.models.build_unet((32, 32, 1), depth=2, base_filters=4)
     bns = [layer for layer in model.layers if "_bn" in layer.name]
     assert bns and all(type(layer) is mc.models.FusedBatchNormalization for layer in bns)
+    assert {layer.momentum for layer in bns} == {0.5}  # bn_momentum's default
     x = np.random.default_rng(0).random((2, 32, 32, 1)).astype("float32")
     path = tmp_path / "m.keras"
     model.save(path)
@@ -104,6 +106,7 @@ def test_fused_batch_norm_in_unet_saves_and_loads(tf_setup, tmp_path):
 
     loaded = keras.models.load_model(path)
     assert type(loaded.get_layer(bns[0].name)) is mc.models.FusedBatchNormalization
+    assert loaded.get_layer(bns[0].name).momentum == 0.5
     np.testing.assert_array_equal(loaded.predict(x, verbose=0), model.predict(x, verbose=0))
 
 
