@@ -79,6 +79,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/mixed_precision.py --save benchmarks/results/mixed_precision.json
 	$(BIN)/python benchmarks/inference.py --save benchmarks/results/inference.json
 	$(BIN)/python benchmarks/time_to_dice.py --save benchmarks/results/time_to_dice.json
+	$(BIN)/python benchmarks/bn_momentum.py --save benchmarks/results/bn_momentum.json
 	$(BIN)/python benchmarks/recipes.py --save benchmarks/results/recipes.json
 	$(BIN)/python benchmarks/tissue_width.py --save benchmarks/results/tissue_width.json
 	$(BIN)/python benchmarks/notebook_times.py --save benchmarks/results/notebook_times.json

@@ -6,12 +6,17 @@ no augmentation), in the same run.
 The task is ``medseg-course train --data phantom``'s: 160 phantoms of 128x128, organ masks,
 the first 32 held out. Both arms run through the CLI with a time budget, and the seconds
 are read from the run's ``log.csv`` (cumulative epoch times, validation and the first
-epoch's tracing included). The package arm runs under ``--seeds`` seeds and the ratio uses
-its slowest; the article arm gets ``--factor`` times that slowest time, so if it does not
-reach the target the ratio is reported as a lower bound ("ratio_at_least": the seconds it
-trained without reaching the target over the package's slowest time).
+epoch's tracing included). Both arms run under the same ``--seeds`` seeds: one seed of the
+article's recipe is not a measurement (on a 2-core Intel Xeon its three seeds took 48, 70
+and 82 s; its first crossing of 0.9 can be a lucky epoch that the next undoes). The article
+arm gets ``--factor`` times the package's slowest time per seed; a seed that does not reach
+the target in that budget counts with the seconds it trained, so a ratio built on it is a
+lower bound (``"lower_bound": true``).
 
-Usage: ``python benchmarks/time_to_dice.py [--save FILE] [--target 0.9] [--seeds 2]``.
+Two ratios: ``ratio_median``, the article's median seconds over the package's median; and
+``ratio_worst_case``, the article's fastest seed over the package's slowest.
+
+Usage: ``python benchmarks/time_to_dice.py [--save FILE] [--target 0.9] [--seeds 3]``.
 """
 
 from __future__ import annotations
@@ -36,9 +41,9 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--save", type=Path)
     parser.add_argument("--target", type=float, default=0.90)
-    parser.add_argument("--seeds", type=int, default=2, help="seeds of the package's recipe")
-    parser.add_argument("--budget", type=float, default=2.0, help="minutes per package run")
-    parser.add_argument("--factor", type=float, default=12.0, help="article budget / package's slowest time")
+    parser.add_argument("--seeds", type=int, default=3, help="seeds of each recipe")
+    parser.add_argument("--budget", type=float, default=0.5, help="minutes per package run")
+    parser.add_argument("--factor", type=float, default=15.0, help="article budget / package's slowest time")
     args = parser.parse_args(argv)
 
     package = {}
@@ -51,28 +56,45 @@ def main(argv=None):
         raise SystemExit(f"the package's recipe did not reach Dice {args.target} in {args.budget} min: {times}")
     slowest = max(times)
     article_budget_min = round(args.factor * slowest / 60, 2)
-    curve = train_curve(["--data", "phantom", "--seed", 0, *ARTICLE], article_budget_min)
-    article_time = seconds_to(curve, args.target)
-    print(f"article: {article_time} s (budget {article_budget_min} min)", file=sys.stderr, flush=True)
+    article = {}
+    for seed in range(args.seeds):
+        curve = train_curve(["--data", "phantom", "--seed", seed, *ARTICLE], article_budget_min)
+        article[f"seed{seed}"] = {"seconds_to_target": seconds_to(curve, args.target), **curve}
+        print(f"article seed {seed}: {article[f'seed{seed}']['seconds_to_target']} s "
+              f"(budget {article_budget_min} min)", file=sys.stderr, flush=True)
     import medseg_course as mc  # noqa: PLC0415  (imported by the runs above)
 
     result = {
         "machine": {**machine(), "onednn": mc.utils.onednn_enabled()},
         "target_dice": args.target,
+        "seeds": args.seeds,
         "package_seconds": times,
-        "package_slowest_seconds": slowest,
-        "article_seconds": article_time,
         "article_budget_seconds": round(article_budget_min * 60, 1),
-        "article_best_dice_in_budget": max(curve["val_dice"], default=0.0),
+        **ratios(times, [run["seconds_to_target"] for run in article.values()],
+                 [max(run["seconds"], default=0.0) for run in article.values()]),
+        "article_best_dice_in_budget": [max(run["val_dice"], default=0.0) for run in article.values()],
+        "curves": {"package": package, "article": article},
     }
-    if article_time is None:  # a bound from the training it did get (the CLI stops before an
-        # epoch that would overrun the budget, so that can be less than the budget)
-        result["article_trained_seconds"] = max(curve["seconds"], default=0.0)
-        result["ratio_at_least"] = round(result["article_trained_seconds"] / slowest, 1)
-    else:
-        result["ratio"] = round(article_time / slowest, 1)
-    result["curves"] = {"package": package, "article": curve}
     emit(result, args.save)
+
+
+def ratios(package_seconds, article_seconds, article_trained_seconds):
+    """The article's time to target over the package's, as medians and as the worst case.
+
+    An article seed that never reached the target (None) counts with the seconds it
+    trained (the CLI stops before an epoch that would overrun the budget, so that can be
+    less than the budget), which makes every ratio using it a lower bound.
+    """
+    import statistics  # noqa: PLC0415
+
+    counted = [s if s is not None else trained for s, trained in zip(article_seconds, article_trained_seconds)]
+    return {
+        "article_seconds": article_seconds,
+        "article_seconds_counted": counted,
+        "ratio_median": round(statistics.median(counted) / statistics.median(package_seconds), 1),
+        "ratio_worst_case": round(min(counted) / max(package_seconds), 1),
+        "lower_bound": None in article_seconds,
+    }
 
 
 if __name__ == "__main__":

@@ -35,6 +35,18 @@ def test_curve_helpers():
     assert _cli_runs.dice_at(curve, 5) == 0.0
 
 
+def test_time_to_dice_ratios():
+    import time_to_dice
+
+    # an article seed that never reached the target counts with the seconds it trained
+    result = time_to_dice.ratios([5.0, 6.0, 5.5], [48.0, None, 70.0], [48.0, 90.0, 70.0])
+    assert result["article_seconds_counted"] == [48.0, 90.0, 70.0]
+    assert result["ratio_median"] == round(70.0 / 5.5, 1)
+    assert result["ratio_worst_case"] == 8.0
+    assert result["lower_bound"] is True
+    assert time_to_dice.ratios([5.0], [50.0], [50.0])["lower_bound"] is False
+
+
 @pytest.mark.parametrize("figure", ["images_per_s", "ratio"])
 def test_table_prints_committed_results(capsys, figure):
     import table
