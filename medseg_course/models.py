@@ -205,7 +205,7 @@ def build_unet(
         phantom task (8-filter U-Net, batch 8, 16 steps an epoch, three seeds): with 0.9
         the held-out Dice after the first epoch was 0.00-0.08 and reached 0.9 at epoch 3-4;
         with 0.5 it was 0.72-0.89 and reached 0.9 at epoch 2, and the best Dice of 25
-        epochs was the same (0.9897-0.9907 against 0.9893-0.9914). ``benchmarks/time_to_dice.py``
+        epochs was the same (0.9897-0.9907 against 0.9893-0.9914). ``benchmarks/bn_momentum.py``
         has the curves.
 
     Returns
