@@ -51,14 +51,14 @@ def main(argv=None):
             mc.models.build_unet = functools.partial(default_build, bn_momentum=momentum)
             for seed in range(args.seeds):
                 curve = train_curve(["--data", "phantom", "--seed", seed], budget_min=10, max_epochs=args.epochs)
+                reached = seconds_to(curve, args.target)
                 runs.setdefault(str(momentum), {})[f"seed{seed}"] = {
-                    "seconds_to_target": seconds_to(curve, args.target),
+                    "seconds_to_target": reached,
                     "first_epoch_val_dice": curve["val_dice"][0],
                     "best_val_dice": max(curve["val_dice"]),
                     **curve,
                 }
-                print(f"momentum {momentum} seed {seed}: {seconds_to(curve, args.target)} s", file=sys.stderr,
-                      flush=True)
+                print(f"momentum {momentum} seed {seed}: {reached} s", file=sys.stderr, flush=True)
     finally:
         mc.models.build_unet = default_build
 
