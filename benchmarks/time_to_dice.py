@@ -47,22 +47,12 @@ def main(argv=None):
     parser.add_argument("--factor", type=float, default=15.0, help="article budget / package's slowest time")
     args = parser.parse_args(argv)
 
-    package = {}
-    for seed in range(args.seeds):
-        curve = train_curve(["--data", "phantom", "--seed", seed], args.budget)
-        package[f"seed{seed}"] = {"seconds_to_target": seconds_to(curve, args.target), **curve}
-        print(f"package seed {seed}: {package[f'seed{seed}']['seconds_to_target']} s", file=sys.stderr, flush=True)
+    package = seed_runs("package", [], args.seeds, args.budget, args.target)
     times = [run["seconds_to_target"] for run in package.values()]
     if None in times:
         raise SystemExit(f"the package's recipe did not reach Dice {args.target} in {args.budget} min: {times}")
-    slowest = max(times)
-    article_budget_min = round(args.factor * slowest / 60, 2)
-    article = {}
-    for seed in range(args.seeds):
-        curve = train_curve(["--data", "phantom", "--seed", seed, *ARTICLE], article_budget_min)
-        article[f"seed{seed}"] = {"seconds_to_target": seconds_to(curve, args.target), **curve}
-        print(f"article seed {seed}: {article[f'seed{seed}']['seconds_to_target']} s "
-              f"(budget {article_budget_min} min)", file=sys.stderr, flush=True)
+    article_budget_min = round(args.factor * max(times) / 60, 2)
+    article = seed_runs("article", ARTICLE, args.seeds, article_budget_min, args.target)
     import medseg_course as mc  # noqa: PLC0415  (imported by the runs above)
 
     result = {
@@ -77,6 +67,17 @@ def main(argv=None):
         "curves": {"package": package, "article": article},
     }
     emit(result, args.save)
+
+
+def seed_runs(name, arguments, seeds, budget_min, target):
+    """One CLI run on the phantom task per seed: its curve and the seconds to ``target``."""
+    runs = {}
+    for seed in range(seeds):
+        curve = train_curve(["--data", "phantom", "--seed", seed, *arguments], budget_min)
+        runs[f"seed{seed}"] = {"seconds_to_target": seconds_to(curve, target), **curve}
+        print(f"{name} seed {seed}: {runs[f'seed{seed}']['seconds_to_target']} s (budget {budget_min} min)",
+              file=sys.stderr, flush=True)
+    return runs
 
 
 def ratios(package_seconds, article_seconds, article_trained_seconds):
