@@ -39,6 +39,7 @@ _SUBMODULES = (
     "classical",
     "cli",
     "data",
+    "experiments",
     "inference",
     "io",
     "losses",
@@ -46,6 +47,7 @@ _SUBMODULES = (
     "models",
     "postprocessing",
     "preprocessing",
+    "stats",
     "training",
     "utils",
     "viz",
@@ -55,7 +57,7 @@ __all__ = [*_SUBMODULES, "__version__"]
 
 
 #: Submodules that import TensorFlow when they load (under the default, TensorFlow, Keras backend).
-_TENSORFLOW_SUBMODULES = ("losses", "models", "training")
+_TENSORFLOW_SUBMODULES = ("experiments", "losses", "models", "training")
 
 
 def __getattr__(name):

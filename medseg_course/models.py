@@ -12,7 +12,8 @@ from keras import layers
 
 from medseg_course.utils import check_positive
 
-__all__ = ["FusedBatchNormalization", "build_seed_encoder_decoder", "build_unet", "count_parameters"]
+__all__ = ["AlwaysDropout", "FusedBatchNormalization", "build_seed_encoder_decoder", "build_unet", "count_parameters",
+           "with_mc_dropout"]
 
 
 @keras.saving.register_keras_serializable(package="medseg_course")
@@ -266,3 +267,26 @@ def count_parameters(model):
     trainable = sum(int(w.numpy().size) for w in model.trainable_weights)
     non_trainable = sum(int(w.numpy().size) for w in model.non_trainable_weights)
     return {"trainable": trainable, "non_trainable": non_trainable, "total": trainable + non_trainable}
+
+
+class AlwaysDropout(layers.Dropout):
+    """``Dropout`` that stays active at inference: each call drops other units.
+
+    Monte-Carlo dropout (Gal and Ghahramani, 2016) predicts many times with dropout on and
+    reads the spread of the predictions as the model's uncertainty.
+    """
+
+    def call(self, inputs, training=None):
+        return super().call(inputs, training=True)
+
+
+def with_mc_dropout(model):
+    """A copy of ``model``, same weights, whose ``Dropout`` layers stay active at inference."""
+
+    def clone(layer):
+        cls = AlwaysDropout if isinstance(layer, layers.Dropout) else layer.__class__
+        return cls.from_config(layer.get_config())
+
+    copy = keras.models.clone_model(model, clone_function=clone)
+    copy.set_weights(model.get_weights())
+    return copy

@@ -111,7 +111,9 @@ def setup(seed=0, threads=2, deterministic=True):
         the course pins 2 (the CI machine's core count). ``None`` leaves TensorFlow's
         default (all cores). The inter-op pool changes no value, only which kernel starts
         first: with an inter-op pool of 1 a 16-filter U-Net trained about 8 % slower on a
-        2-core Intel Xeon, to the same weights bit for bit.
+        2-core Intel Xeon, to the same weights bit for bit. The environment variable
+        ``MEDSEG_THREADS``, when set, overrides this argument (``make test-robust`` uses it
+        to run the chapters under another thread count, which rounds differently).
     deterministic : bool
         Ask TensorFlow for deterministic kernels. Applied on CPU only: on a GPU some
         kernels the models use have no deterministic implementation.
@@ -134,6 +136,11 @@ def setup(seed=0, threads=2, deterministic=True):
     'CPU'
     """
     started = time.perf_counter()
+    override = os.environ.get("MEDSEG_THREADS", "").strip()
+    if override:
+        if not override.isdigit() or int(override) < 1:
+            raise ValueError(f"MEDSEG_THREADS must be a positive integer (or unset). Received: {override!r}")
+        threads = int(override)
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
         raise ValueError(f"seed must be a non-negative int. Received: seed={seed!r}")
     if threads is not None and (
