@@ -89,7 +89,7 @@ def paired_interval(diffs, confidence=0.95):
     sd = float(d.std(ddof=1))
     half = float(stats.t.ppf(0.5 + confidence / 2, d.size - 1)) * sd / np.sqrt(d.size)
     mean = float(d.mean())
-    return Interval(mean, mean - half, mean + half, int(d.size), sd, confidence, "t")
+    return Interval(mean, float(mean - half), float(mean + half), int(d.size), sd, confidence, "t")
 
 
 def bootstrap_interval(diffs, confidence=0.95, resamples=10_000, seed=0):

@@ -21,6 +21,8 @@ def test_t_interval_matches_scipy():
     low, high = sps.t.interval(0.95, len(d) - 1, loc=d.mean(), scale=sps.sem(d))
     assert (iv.low, iv.high) == pytest.approx((low, high))
     assert iv.verdict == "higher" and iv.n == 8
+    # plain floats: a notebook's glue shows them as numbers, not as np.float64(...)
+    assert all(type(v) is float for v in (iv.mean, iv.low, iv.high, iv.sd))
 
 
 @pytest.mark.parametrize(("diffs", "verdict"), [([-0.2, -0.1, -0.15], "lower"),
