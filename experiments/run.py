@@ -46,8 +46,7 @@ def main(argv=None):
               "records": []}
     start = time.perf_counter()
     for seed in range(args.seeds):
-        record = experiment.run(seed)
-        result["records"].extend(record if isinstance(record, list) else [record])
+        result["records"].extend(experiment.run(seed))
         result["seconds"] = round(time.perf_counter() - start, 1)
         tmp = args.save.with_suffix(".tmp")
         tmp.write_text(json.dumps(result, indent=1) + "\n")

@@ -1,20 +1,22 @@
 """The book's comparative experiments, as functions of the seed.
 
-Chapters 13 and 14 compare recipes (augmentation, preprocessing, losses, more data). One
-training run per recipe cannot rank them: another seed, or another CPU's rounding, trains a
-different model. Each experiment here is therefore a class whose ``run(seed)`` trains every
-recipe under that seed and returns one flat record of results. A chapter runs one seed (or
-three) live; ``experiments/run.py`` runs many and commits the records with the machine
+Chapters 5, 13 and 14 compare recipes (losses, augmentation, preprocessing, more data).
+One training run per recipe cannot rank them: another seed, or another CPU's rounding,
+trains a different model. Each experiment here is therefore a class whose ``run(seed)``
+trains every recipe under that seed and returns that seed's records (flat dicts). A chapter
+runs one seed (or three) live; ``experiments/run.py`` runs many and commits the records with the machine
 they came from (``experiments/results/``); the chapter loads them, states intervals over
 the seeds (``mc.stats``) and checks that its live run agrees with them.
 
 The seed fixes the initial weights and, for ``LesionLab`` and ``RecipeExperiment``, the
-order and augmentation of the batches and (``LesionLab``) the draw of the training images; the validation and test images are the same
-for every seed, so differences between recipes are paired.
+order and augmentation of the batches and (``LesionLab``) the draw of the training images;
+the validation and test images are the same for every seed, so differences between recipes
+are paired.
 """
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import replace
 
@@ -60,7 +62,7 @@ def machine():
     """The CPU, core count and TensorFlow settings a record was computed with."""
     from medseg_course import utils  # noqa: PLC0415
 
-    return {"cpu": utils._cpu_name(), "cores": utils.os.cpu_count(),
+    return {"cpu": utils._cpu_name(), "cores": os.cpu_count(),
             "onednn": utils.onednn_enabled(), "versions": utils.package_versions()}
 
 
@@ -246,10 +248,10 @@ class LesionLab:
                 result[name]["ratio"] = float(unsure[errors].mean() / unsure[~errors].mean())
         return mean_prob, std, result
 
-    def run(self, seed, trained=None):
-        """Every result of one seed as a flat record (what ``experiments/run.py`` stores)."""
+    def run(self, seed):
+        """Every result of one seed, as a list of one flat record."""
         start = time.perf_counter()
-        trained = trained or self.train_all(seed)
+        trained = self.train_all(seed)
         baseline = trained[(64, False)]
         _, near, reference = self.errors(baseline)
         sizes = self.by_size(baseline)
@@ -270,7 +272,7 @@ class LesionLab:
             for key, value in values.items():
                 record[f"{name} {key}"] = value
         record["seconds"] = time.perf_counter() - start
-        return record
+        return [record]
 
 
 class RecipeExperiment:
