@@ -5,9 +5,9 @@
 #   make browser-deps  install Debian's chromium, chromium-driver and a Chinese font (browser test)
 #   make notebooks  re-execute every notebook in place (the committed outputs are a CPU run)
 #   make book-ci    build the HTML book from the committed outputs (no execution), as CI does
-#   make test-robust  run chapters 5, 13 and 14 (ROBUST_NOTEBOOKS) under nbval with arithmetic that
+#   make test-robust  run chapters 5, 6, 8, 10, 13 and 14 (ROBUST_NOTEBOOKS) under nbval with arithmetic that
 #                   rounds differently: oneDNN off, one thread (and AVX2 caps on an AVX-512 CPU)
-#   make experiments  run chapters 5, 13 and 14's experiments over many seeds (experiments/results/)
+#   make experiments  run the experiments of chapters 5, 6, 8, 10, 13 and 14 over many seeds (experiments/results/)
 #   make bench      run the benchmarks (JSON to benchmarks/results/, about an hour), then print a table
 #   make lab        open the course in JupyterLab with the course's environment
 #   make clean      remove _build (keeps .venv)
@@ -56,7 +56,8 @@ test: $(STAMP) browser-deps
 
 # Every assert must hold under other rounding, not only the committed run's: each setting below
 # trains other models from the same seeds. Outputs are never compared here (--nbval-lax).
-ROBUST_NOTEBOOKS ?= book/05_loss_functions.ipynb book/13_challenges_and_future.ipynb book/14_faq.ipynb
+ROBUST_NOTEBOOKS ?= book/05_loss_functions.ipynb book/06_environment_and_data.ipynb book/08_model_and_training.ipynb \
+	book/10_case_study_brain_mri.ipynb book/13_challenges_and_future.ipynb book/14_faq.ipynb
 ROBUST_SETTINGS := TF_ENABLE_ONEDNN_OPTS=0 MEDSEG_THREADS=1 \
 	$(shell grep -q avx512f /proc/cpuinfo 2>/dev/null && echo ONEDNN_MAX_CPU_ISA=AVX2)
 test-robust: $(STAMP)
@@ -89,9 +90,13 @@ notebooks: $(STAMP)
 	$(BIN)/jupyter-execute --inplace --timeout=600 $(NOTEBOOKS)
 	$(BIN)/python tests/numerics.py --record
 
-# Chapters 5, 13 and 14 read these records (their intervals); about 35 minutes on a 2-core CPU.
+# Chapters 5, 6, 8, 10, 13 and 14 read these records (their intervals); about an hour on a 2-core CPU.
 experiments: $(STAMP)
 	$(BIN)/python experiments/run.py losses --seeds 10 --save experiments/results/losses.json --replace
+	$(BIN)/python experiments/run.py leakage --seeds 8 --save experiments/results/leakage.json --replace
+	$(BIN)/python experiments/run.py models --seeds 8 --save experiments/results/models.json --replace
+	$(BIN)/python experiments/run.py scanner --seeds 8 --save experiments/results/scanner.json --replace
+	$(BIN)/python experiments/run.py brain_methods --seeds 8 --save experiments/results/brain_methods.json --replace
 	$(BIN)/python experiments/run.py recipes --seeds 8 --save experiments/results/recipes.json --replace
 	$(BIN)/python experiments/run.py lesion_lab --seeds 8 --save experiments/results/lesion_lab.json --replace
 	$(BIN)/python experiments/claims.py --write

@@ -1,4 +1,4 @@
-"""The comparative claims of chapters 5, 13 and 14, computed from the committed records.
+"""The comparative claims of chapters 5, 6, 8, 10, 13 and 14, computed from the committed records.
 
     python experiments/claims.py           # print the table
     python experiments/claims.py --write   # rewrite the table in experiments/README.md
@@ -80,13 +80,61 @@ def _losses(c):
     return rows
 
 
+def _leakage(c):
+    copy = c.pivot(index="seed", columns="split", values="copy-nearest Dice")
+    unet = c.pivot(index="seed", columns="split", values="U-Net Dice")
+    return [("23", "copying the nearest training slice: Dice, slice-wise minus slab split", copy["slice-wise"] - copy["slab"]),
+            ("23", "U-Net: Dice, slice-wise minus slab split", unet["slice-wise"] - unet["slab"]),
+            ("23", "slice-wise split: U-Net minus copying", unet["slice-wise"] - copy["slice-wise"]),
+            ("23", "slab split: U-Net minus copying", unet["slab"] - copy["slab"])]
+
+
+def _models(c):
+    wide = {v: c.pivot(index="seed", columns="model", values=v)
+            for v in ("Dice", "surface Dice @1 px", "HD95 (px)", "edge sharpness")}
+    rows = [("19", f"U-Net minus the article's model: {v}", wide[v]["U-Net"] - wide[v]["article's encoder-decoder"])
+            for v in ("Dice", "surface Dice @1 px", "HD95 (px)")]
+    rows += [("22", f"U-Net minus the same U-Net without skips: {v}", wide[v]["U-Net"] - wide[v]["U-Net without skips"])
+             for v in ("edge sharpness", "surface Dice @1 px", "Dice")]
+    rows.append(("22", "U-Net minus the article's model: edge sharpness",
+                 wide["edge sharpness"]["U-Net"] - wide["edge sharpness"]["article's encoder-decoder"]))
+    return rows
+
+
+def _scanner(c):
+    def value(augmentation, condition, column):
+        return c[(c.augmentation == augmentation) & (c.condition == condition)].set_index("seed")[column]
+
+    def gain(condition, column):
+        return value("+ scanner", condition, column) - value("default", condition, column)
+
+    return [("16", "default augmentation: grey-matter Dice, strong shift minus test slabs",
+             value("default", "strong shift", "grey matter") - value("default", "test slabs", "grey matter")),
+            ("16", "scanner minus default augmentation: grey-matter Dice, moderate shift",
+             gain("moderate shift", "grey matter")),
+            ("16", "scanner minus default augmentation: grey-matter Dice, strong shift", gain("strong shift", "grey matter")),
+            ("16", "scanner minus default augmentation: pooled white-matter Dice, strong shift",
+             gain("strong shift", "white matter (slabs pooled)")),
+            ("16", "scanner minus default augmentation: pooled white-matter Dice, test slabs",
+             gain("test slabs", "white matter (slabs pooled)")),
+            ("16", "scanner minus default augmentation: brain Dice, test slabs", gain("test slabs", "brain"))]
+
+
+def _brain(c):
+    wide = {v: c.pivot(index="seed", columns="method", values=v) for v in ("brain Dice", "HD95 (mm)")}
+    return [("8", f"brain extraction, U-Net minus random forest: {v}",
+             wide[v]["U-Net"] - wide[v]["random forest, 20 features"]) for v in ("brain Dice", "HD95 (mm)")]
+
+
 def table():
     sys.path.insert(0, str(HERE.parent))
     from medseg_course import stats  # noqa: PLC0415
 
     lines = ["| chapter, cell | claim (paired difference over seeds) | mean | 95 % interval | n | verdict |",
              "| --- | --- | --- | --- | --- | --- |"]
-    for chapter, name, rows_of in (("05", "losses", _losses), ("13", "lesion_lab", _lab), ("14", "recipes", _recipes)):
+    for chapter, name, rows_of in (("05", "losses", _losses), ("06", "leakage", _leakage), ("08", "models", _models),
+                                   ("10", "scanner", _scanner), ("13", "lesion_lab", _lab),
+                                   ("14", "brain_methods", _brain), ("14", "recipes", _recipes)):
         records = json.loads((HERE / "results" / f"{name}.json").read_text())["records"]
         frame = pd.DataFrame(records)
         frame = frame.set_index("seed") if name == "lesion_lab" else frame

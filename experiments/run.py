@@ -4,8 +4,8 @@
     python experiments/run.py recipes --seeds 8 --save experiments/results/recipes.json
     python experiments/run.py losses --seeds 10 --save experiments/results/losses.json
 
-Chapter 5 (``losses``), chapter 13 (``lesion_lab``) and chapter 14 (``recipes``) run one or three seeds live and
-read these files for their intervals; ``experiments/README.md`` lists every comparative
+and likewise leakage (chapter 6), models (8), scanner (10) and brain_methods (14). Chapters
+5, 6, 8, 10, 13 and 14 run one or three seeds live and read these files for their intervals; ``experiments/README.md`` lists every comparative
 claim with its interval, n and assert. The file is rewritten after every seed, so an
 interrupted run keeps what it finished; an existing file is replaced only with --replace.
 """
@@ -20,10 +20,15 @@ from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
+# name on the command line (and of the results file) -> class in medseg_course.experiments
+EXPERIMENTS = {"losses": "LossLab", "leakage": "Leakage", "models": "ArticleVersusUNet",
+               "scanner": "ScannerAugmentation", "lesion_lab": "LesionLab", "recipes": "RecipeExperiment",
+               "brain_methods": "BrainMethods"}
+
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("experiment", choices=("lesion_lab", "losses", "recipes"))
+    parser.add_argument("experiment", choices=sorted(EXPERIMENTS))
     parser.add_argument("--seeds", type=int, default=8, help="seeds 0 .. N-1 (default 8)")
     parser.add_argument("--save", type=Path, required=True, help="JSON file for the records")
     parser.add_argument("--replace", action="store_true", help="replace an existing --save file")
@@ -38,8 +43,7 @@ def main(argv=None):
     import medseg_course as mc  # noqa: PLC0415
 
     mc.utils.setup(seed=0)
-    experiment = {"lesion_lab": mc.experiments.LesionLab, "losses": mc.experiments.LossLab,
-                  "recipes": mc.experiments.RecipeExperiment}[args.experiment]()
+    experiment = getattr(mc.experiments, EXPERIMENTS[args.experiment])()
     result = {"experiment": args.experiment, "machine": mc.experiments.machine(),
               "recorded": datetime.date.today().isoformat(),
               "command": "python experiments/run.py " + " ".join(argv if argv is not None else sys.argv[1:]),

@@ -24,7 +24,8 @@ import numpy as np
 
 from medseg_course import data, inference, losses, metrics, models, preprocessing, training
 
-__all__ = ["boundary_distance", "boundary_errors", "LesionLab", "LossLab", "RecipeExperiment", "machine"]
+__all__ = ["ArticleVersusUNet", "BrainMethods", "Leakage", "LesionLab", "LossLab", "RecipeExperiment",
+           "ScannerAugmentation", "boundary_distance", "boundary_errors", "edge_sharpness", "machine"]
 
 
 def boundary_distance(truth):
@@ -385,3 +386,292 @@ class LossLab:
     def run(self, seed):
         """One row per loss for ``seed``."""
         return [{"loss": name, "seed": seed, **self.scores(self.train(name, seed))} for name in self.losses]
+
+
+class Leakage:
+    """Chapter 6's experiment: how much a slice-wise split of one volume inflates test Dice.
+
+    Grey matter on the MNI152 template's axial slices at 64x64. The seed draws the slab
+    assignment (slabs of 8 slices, gaps of 2) and, with the same split sizes, a slice-wise
+    random split; then the initial weights and batch order of a U-Net (depth 3, 16
+    filters, 20 epochs) trained on each split. Two models per split: copying the mask of
+    the nearest training slice (1-nearest neighbour on pixels, no training) and the U-Net.
+    """
+
+    def __init__(self, image_size=64, epochs=20):
+        self.gm = data.load_mni152_slices("gm", image_size=image_size, resolution=1)
+        self.size, self.epochs = image_size, epochs
+        self._model = None
+
+    def splits(self, seed):
+        """``{"slice-wise": split, "slab": split}``, each ``{"train", "val", "test"}`` indices."""
+        slab = data.slab_split(self.gm.slice_index, slab_size=8, gap=2, seed=seed)
+        bounds = np.cumsum([len(slab[k]) for k in ("train", "val", "test")])
+        perm = np.random.default_rng(seed).permutation(len(self.gm))
+        return {"slice-wise": dict(zip(("train", "val", "test"), np.split(perm[: bounds[-1]], bounds[:2]))),
+                "slab": slab}
+
+    def nearest_distance(self, split):
+        """Distance (slices, 1 mm each) from every test slice to its nearest training slice."""
+        test_z, train_z = self.gm.slice_index[split["test"]], self.gm.slice_index[split["train"]]
+        return np.abs(test_z[:, None] - train_z[None]).min(axis=1)
+
+    def copy_nearest_dice(self, split):
+        """Mean test Dice of copying the mask of the most similar training slice."""
+        gm = self.gm
+        train = gm.images[split["train"]].reshape(len(split["train"]), -1)
+        test = gm.images[split["test"]].reshape(len(split["test"]), -1)
+        nearest = ((test[:, None] - train[None]) ** 2).sum(-1).argmin(axis=1)
+        return float(metrics.dice(gm.masks[split["test"]], gm.masks[split["train"]][nearest]).mean())
+
+    def unet_dice(self, split, seed):
+        """Mean test Dice of the U-Net trained on ``split`` from ``seed``'s initial weights."""
+        gm = self.gm
+        if self._model is None:
+            self._model = training.compile_model(models.build_unet((self.size, self.size, 1), depth=3,
+                                                                   base_filters=16))
+        training.reinitialize(self._model, seed)
+        training.fit(self._model, (gm.images[split["train"]], gm.masks[split["train"]]),
+                     (gm.images[split["val"]], gm.masks[split["val"]]), epochs=self.epochs)
+        probabilities = inference.predict(self._model, gm.images[split["test"]])
+        return float(metrics.dice(gm.masks[split["test"]], probabilities > 0.5).mean())
+
+    def run(self, seed):
+        """One row per split for ``seed``."""
+        return [{"split": name, "seed": seed, "test slices": len(split["test"]),
+                 "median distance to training (slices)": float(np.median(self.nearest_distance(split))),
+                 "copy-nearest Dice": self.copy_nearest_dice(split), "U-Net Dice": self.unet_dice(split, seed)}
+                for name, split in self.splits(seed).items()]
+
+
+def edge_sharpness(probabilities, truth):
+    """Mean |gradient| of a probability map ((B, H, W, 1)) on the true boundary of
+    ``truth`` (same shape): a sharp edge jumps from 0 to 1 across it."""
+    from scipy import ndimage  # noqa: PLC0415
+
+    gy, gx = np.gradient(probabilities[..., 0], axis=(1, 2))
+    inside = truth[..., 0].astype(bool)
+    boundary = inside & ~ndimage.binary_erosion(inside, structure=np.ones((1, 3, 3)))
+    return float(np.hypot(gy, gx)[boundary].mean())
+
+
+class ArticleVersusUNet:
+    """Chapter 8's experiment: the article's encoder-decoder against a U-Net, same budget.
+
+    Organ phantoms at 64x64 (80 training, 32 validation, 64 test images); 8 epochs of
+    batches of 8. The article's model as the article trains it (Adam 1e-3, BCE, no
+    augmentation); a U-Net (depth 3, 8 filters) with Dice + CE and augmentation; and the
+    same U-Net without its skip connections, the control for what the skips do. The seed
+    draws the initial weights, the batch order and the augmentation.
+    """
+
+    contenders = ("article's encoder-decoder", "U-Net", "U-Net without skips")
+
+    def __init__(self, image_size=64, epochs=8, batch_size=8):
+        self.size, self.epochs, self.batch_size = image_size, epochs, batch_size
+        self.train_x, self.train_y = data.make_phantoms(80, image_size=image_size, seed=0)
+        self.val_x, self.val_y = data.make_phantoms(32, image_size=image_size, seed=1)
+        self.test_x, self.test_y = data.make_phantoms(64, image_size=image_size, seed=2)
+        self._models = {}
+
+    def compiled(self, name):
+        """The compiled model of contender ``name``: built once, re-initialised for every run."""
+        import keras  # noqa: PLC0415
+
+        if name not in self._models:
+            shape = (self.size, self.size, 1)
+            if name == "article's encoder-decoder":
+                model = models.build_seed_encoder_decoder(input_shape=shape)
+                model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="binary_crossentropy",
+                              metrics=["accuracy", metrics.DiceMetric()])
+            else:
+                model = training.compile_model(models.build_unet(shape, depth=3, base_filters=8,
+                                                                 skips=name == "U-Net"),
+                                               loss="dice_ce", learning_rate=1e-3)
+            self._models[name] = model
+        return self._models[name]
+
+    def train(self, name, seed):
+        """``(model, history, seconds)``: contender ``name`` trained from ``seed``'s weights.
+        The model is shared between calls for the same ``name``; clone it to keep it."""
+        model = training.reinitialize(self.compiled(name), seed)
+        augment = None if name == "article's encoder-decoder" else training.Augmentation()
+        batches = training.make_dataset(self.train_x, self.train_y, batch_size=self.batch_size, augment=augment,
+                                        seed=seed)
+        start = time.perf_counter()
+        history = training.fit(model, batches, (self.val_x, self.val_y), epochs=self.epochs)
+        return model, history, time.perf_counter() - start
+
+    def scores(self, probabilities):
+        """Held-out Dice, HD95 (px; over the images with a non-empty prediction: it is
+        undefined for an empty one), the number of empty predictions, surface Dice at 1 px
+        (0 for an empty prediction, as every test image holds an organ) and edge sharpness."""
+        predicted = probabilities > 0.5
+        table = metrics.evaluate(self.test_y, predicted, distances=True, tolerance_mm=1.0)
+        return {"Dice": float(table["dice"].mean()), "HD95 (px)": float(table["hd95"].mean()),
+                "empty predictions": int((predicted.sum(axis=(1, 2, 3)) == 0).sum()),
+                "surface Dice @1 px": float(table["surface_dice"].fillna(0.0).mean()),
+                "edge sharpness": edge_sharpness(probabilities, self.test_y)}
+
+    def run(self, seed):
+        """One row per contender for ``seed``."""
+        rows = []
+        for name in self.contenders:
+            model, history, seconds = self.train(name, seed)
+            rows.append({"model": name, "seed": seed, **self.scores(inference.predict(model, self.test_x)),
+                         "epochs with validation Dice < 0.05": int(sum(d < 0.05 for d in history["val_dice"])),
+                         "parameters": int(model.count_params()), "seconds": seconds})
+        return rows
+
+
+class ScannerAugmentation:
+    """Chapter 10's experiment: does augmentation that imitates other scanners pay off?
+
+    The MNI152 tissue slices with a simulated head at 64x64, split by slabs (seed 0); a
+    U-Net (depth 3 by default, 16 filters, 4 classes, Dice + CE) trained 20 epochs with the default
+    augmentation, and with noise, bias field and gamma added (``scanner``). Tested on the
+    test slabs as they are and under two fixed scanner shifts. The seed draws the initial
+    weights, batch order and augmentation; the data and shifts are the same for every seed.
+    """
+
+    names = {1: "grey matter", 2: "white matter", 3: "CSF"}
+    shifts = {"moderate shift": {"bias": 0.2, "gamma": 0.75, "noise": 0.03},
+              "strong shift": {"bias": 0.4, "gamma": 0.6, "noise": 0.05}}
+    scanner = training.Augmentation(noise=0.03, bias_field=0.2, gamma=0.3)
+
+    def __init__(self, image_size=64, epochs=20, depth=3):
+        self.tissue = data.load_mni152_slices("tissue", image_size=image_size, resolution=1)
+        self.pixel_mm = float(self.tissue.spacing_mm[0])
+        self.images = data.add_simulated_head(self.tissue.images, self.tissue.masks > 0, pixel_mm=self.pixel_mm,
+                                              seed=0)
+        self.labels = self.tissue.masks
+        self.split = data.slab_split(self.tissue.slice_index, slab_size=8, gap=2, seed=0)
+        self.size, self.epochs, self.depth = image_size, epochs, depth
+        self.test_x, self.test_labels = self.images[self.split["test"]], self.labels[self.split["test"]]
+        self.conditions = {"test slabs": self.test_x,
+                           **{name: self.other_scanner(self.test_x, **shift) for name, shift in self.shifts.items()}}
+        self._model = None
+
+    @staticmethod
+    def other_scanner(x, bias, gamma, noise, seed=1):
+        """``x`` as another scanner might show it: a linear bias ramp of relative strength
+        ``bias`` across the image, the intensity curve x**gamma and Rician noise."""
+        rng = np.random.default_rng(seed)
+        rows, cols = np.mgrid[-1 : 1 : x.shape[1] * 1j, -1 : 1 : x.shape[2] * 1j]
+        shifted = np.clip(x * (1 + bias * (0.8 * cols + 0.6 * rows))[None, ..., None], 0, 1) ** gamma
+        return np.hypot(shifted + rng.normal(0, noise, x.shape), rng.normal(0, noise, x.shape)).astype(np.float32)
+
+    def train(self, augmentation, seed):
+        """``(model, history)``: a trained copy of the U-Net."""
+        if self._model is None:
+            self._model = training.compile_model(
+                models.build_unet((self.size, self.size, 1), num_classes=4, depth=self.depth, base_filters=16),
+                loss="dice_ce")
+        training.reinitialize(self._model, seed)
+        tr = self.split["train"]
+        history = training.fit(self._model, training.make_dataset(self.images[tr], self.labels[tr], batch_size=8,
+                                                                  augment=augmentation, seed=seed),
+                               (self.images[self.split["val"]], self.labels[self.split["val"]]), epochs=self.epochs)
+        return _clone_trained(self._model), history
+
+    @staticmethod
+    def segment(model, x):
+        return inference.predict(model, x).argmax(axis=-1).astype(np.uint8)
+
+    def tissue_scores(self, predicted):
+        """Brain Dice, per-slice mean Dice of each tissue, grey and white matter pooled over
+        the slabs, and the signed error of their volumes (predicted / true - 1, in %)."""
+        truth = self.test_labels
+        per_slice = metrics.dice_per_class(truth, predicted, num_classes=4)  # (slices, 3): GM, WM, CSF
+        row = {"brain": float(metrics.dice((truth > 0)[..., None], (predicted > 0)[..., None]).mean())}
+        row |= {self.names[k]: float(per_slice[:, k - 1].mean()) for k in self.names}
+        row |= {f"{self.names[k]} (slabs pooled)": float(metrics.dice(truth == k, predicted == k, per_image=False))
+                for k in (1, 2)}
+        row |= {f"{self.names[k]} volume error (%)": float(100 * ((predicted == k).sum() / (truth == k).sum() - 1))
+                for k in (1, 2)}
+        return row
+
+    def run(self, seed):
+        """One row per augmentation and test condition for ``seed``."""
+        rows = []
+        for augmentation, augment in (("default", training.Augmentation()), ("+ scanner", self.scanner)):
+            model, _ = self.train(augment, seed)
+            for condition, x in self.conditions.items():
+                rows.append({"augmentation": augmentation, "condition": condition, "seed": seed,
+                             **self.tissue_scores(self.segment(model, x))})
+        return rows
+
+
+class BrainMethods:
+    """Chapter 14's first experiment: brain extraction from 16 labelled slices, three ways.
+
+    The MNI152 slices with a simulated head at 64x64 (the template's 1 mm slices), split by
+    slabs; 16 training slices spread evenly over the training slabs. A classical pipeline
+    (Otsu, fill holes, largest component: no learning, no seed), a random forest on
+    scikit-image's multiscale features (100 trees; the seed draws its bootstrap samples and
+    feature subsets) and a U-Net (depth 3, 16 filters, Dice + CE, 100 steps of 8; the seed
+    draws the weights and the batches).
+    """
+
+    def __init__(self, image_size=64, labelled=16, steps=100):
+        tissue = data.load_mni152_slices("tissue", image_size=image_size, resolution=1)
+        self.spacing_mm = tissue.spacing_mm[:2]
+        self.head = data.add_simulated_head(tissue.images, tissue.masks > 0, pixel_mm=tissue.spacing_mm[0], seed=0)
+        self.brain = (tissue.masks > 0).astype("float32")[..., None]
+        split = data.slab_split(tissue.slice_index, slab_size=8, gap=2, seed=0)
+        self.labelled = split["train"][np.linspace(0, len(split["train"]) - 1, labelled).astype(int)]
+        self.test = split["test"]
+        self.size, self.steps = image_size, steps
+        self._model = None
+
+    def classical(self):
+        from medseg_course import classical, postprocessing  # noqa: PLC0415
+
+        def one(image):
+            mask = classical.threshold_otsu(image[..., 0])
+            return postprocessing.keep_largest_component(postprocessing.fill_holes(mask))
+
+        return np.stack([one(x) for x in self.head[self.test]])[..., None]
+
+    @staticmethod
+    def features(image, sigma_max=16):
+        """One row of intensity, edge and texture features per pixel (20 per pixel)."""
+        from skimage.feature import multiscale_basic_features  # noqa: PLC0415
+
+        return multiscale_basic_features(image[..., 0], sigma_min=1, sigma_max=sigma_max).reshape(
+            image.shape[0] * image.shape[1], -1)
+
+    def forest(self, seed):
+        from sklearn.ensemble import RandomForestClassifier  # noqa: PLC0415
+
+        table = np.concatenate([self.features(im) for im in self.head[self.labelled]])
+        forest = RandomForestClassifier(n_estimators=100, min_samples_leaf=2, n_jobs=2, random_state=seed)
+        forest.fit(table, self.brain[self.labelled].reshape(-1) > 0)
+        return np.stack([forest.predict_proba(self.features(im))[:, 1].reshape(im.shape[:2])
+                         for im in self.head[self.test]])[..., None] > 0.5
+
+    def unet(self, seed):
+        if self._model is None:
+            self._model = training.compile_model(models.build_unet((self.size, self.size, 1), depth=3,
+                                                                   base_filters=16), loss="dice_ce")
+        model = training.reinitialize(self._model, seed)
+        batches = training.make_dataset(self.head[self.labelled], self.brain[self.labelled], batch_size=8, seed=seed)
+        training.fit(model, batches.repeat().take(self.steps), epochs=1)
+        return inference.predict(model, self.head[self.test]) > 0.5
+
+    def scores(self, predicted):
+        truth = self.brain[self.test]
+        return {"brain Dice": float(metrics.dice(truth, predicted).mean()),
+                "HD95 (mm)": float(metrics.evaluate(truth, predicted, distances=True,
+                                                    spacing_mm=self.spacing_mm)["hd95"].mean())}
+
+    def run(self, seed):
+        """One row per learned method for ``seed`` (the classical pipeline has no seed:
+        ``scores(classical())``)."""
+        rows = []
+        for method, segment in (("random forest, 20 features", self.forest), ("U-Net", self.unet)):
+            start = time.perf_counter()
+            predicted = segment(seed)
+            rows.append({"method": method, "seed": seed, **self.scores(predicted),
+                         "seconds": time.perf_counter() - start})
+        return rows

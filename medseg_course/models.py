@@ -175,6 +175,7 @@ def build_unet(
     batch_norm=True,
     dropout=0.0,
     bn_momentum=0.5,
+    skips=True,
 ):
     """U-Net (Ronneberger et al., 2015): an encoder-decoder with skip connections.
 
@@ -208,6 +209,9 @@ def build_unet(
         with 0.5 it was 0.72-0.89 and reached 0.9 at epoch 2, and the best Dice of 25
         epochs was the same (0.9897-0.9907 against 0.9893-0.9914). ``benchmarks/bn_momentum.py``
         has the curves.
+    skips : bool
+        False drops the skip connections (the decoder sees only the up-sampled
+        bottleneck), the control that isolates what they contribute (chapter 8).
 
     Returns
     -------
@@ -247,19 +251,20 @@ def build_unet(
         return x
 
     inputs = keras.Input(shape=tuple(input_shape), name="image")
-    x, skips = inputs, []
+    x, encoder = inputs, []
     for level in range(1, depth + 1):
         x = block(x, base_filters * 2 ** (level - 1), f"enc{level}")
-        skips.append(x)
+        encoder.append(x)
         x = layers.MaxPooling2D(2, name=f"enc{level}_pool")(x)
     x = block(x, base_filters * 2**depth, "bottleneck")
     for level in range(depth, 0, -1):
         filters = base_filters * 2 ** (level - 1)
         x = layers.Conv2DTranspose(filters, 2, strides=2, name=f"dec{level}_up")(x)
-        x = layers.Concatenate(name=f"dec{level}_concat")([x, skips[level - 1]])
+        if skips:
+            x = layers.Concatenate(name=f"dec{level}_concat")([x, encoder[level - 1]])
         x = block(x, filters, f"dec{level}")
     outputs = _head(x, num_classes)
-    return keras.Model(inputs, outputs, name=f"unet_d{depth}_f{base_filters}")
+    return keras.Model(inputs, outputs, name=f"unet_d{depth}_f{base_filters}" + ("" if skips else "_noskips"))
 
 
 def count_parameters(model):

@@ -34,6 +34,17 @@ def test_unet_structure(tf_setup):
     assert counts["total"] == model.count_params() and counts["non_trainable"] > 0
 
 
+def test_unet_without_skips_is_the_control(tf_setup):
+    with_skips = mc.models.build_unet((64, 64, 1), depth=3, base_filters=8)
+    without = mc.models.build_unet((64, 64, 1), depth=3, base_filters=8, skips=False)
+    names = {layer.name for layer in without.layers}
+    assert not any(name.endswith("_concat") for name in names) and without.output_shape == (None, 64, 64, 1)
+    # the same layers otherwise: only the decoder's first convolutions lose the skip channels
+    assert names == {layer.name for layer in with_skips.layers} - {f"dec{level}_concat" for level in (1, 2, 3)}
+    assert without.get_layer("dec1_conv1").kernel.shape == (3, 3, 8, 8)
+    assert with_skips.get_layer("dec1_conv1").kernel.shape == (3, 3, 16, 8)
+
+
 def test_unet_multiclass_softmax(tf_setup):
     model = mc.models.build_unet((32, 32, 3), num_classes=3, depth=2, base_filters=4)
     out = model.predict(np.random.default_rng(0).random((2, 32, 32, 3)).astype("float32"), verbose=0)

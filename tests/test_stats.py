@@ -139,7 +139,8 @@ def test_claims_table_in_experiments_readme_is_current():
 def test_committed_records_name_their_machine_and_seeds():
     import json
 
-    for name, per_seed in (("lesion_lab", 1), ("losses", 6), ("recipes", 5)):
+    for name, per_seed in (("lesion_lab", 1), ("losses", 6), ("recipes", 5), ("leakage", 2), ("models", 3),
+                           ("scanner", 6), ("brain_methods", 2)):
         result = json.loads((ROOT / "experiments" / "results" / f"{name}.json").read_text())
         seeds = {r["seed"] for r in result["records"]}
         assert seeds == set(range(len(seeds))) and len(seeds) >= 8, name
@@ -150,3 +151,16 @@ def test_docstring_examples():
     import doctest
 
     assert doctest.testmod(mc.stats).failed == 0
+
+
+def test_leakage_splits_have_equal_sizes_and_only_the_slab_split_has_a_gap():
+    experiment = mc.experiments.Leakage()
+    for seed in (0, 3):
+        splits = experiment.splits(seed)
+        sizes = [{k: len(v) for k, v in s.items()} for s in splits.values()]
+        assert sizes[0] == sizes[1]
+        for s in splits.values():
+            parts = [set(s[k].tolist()) for k in ("train", "val", "test")]
+            assert not (parts[0] & parts[1] or parts[0] & parts[2] or parts[1] & parts[2])
+        assert experiment.nearest_distance(splits["slab"]).min() >= 3  # gap of 2 slices
+        assert np.median(experiment.nearest_distance(splits["slice-wise"])) <= 1
