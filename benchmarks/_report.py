@@ -6,12 +6,12 @@ import json
 import os
 import platform
 
-from medseg_course.utils import _cpu_name, bf16_hardware
+from medseg_course.environment import bf16_hardware, cpu_name
 
 
 def machine():
     """What the figures were measured on."""
-    return {"cpu": _cpu_name(), "cores": os.cpu_count(), "python": platform.python_version(),
+    return {"cpu": cpu_name(), "cores": os.cpu_count(), "python": platform.python_version(),
             # what mixed precision on this CPU would need (bfloat16 matrix units)
             "bf16_hardware": bf16_hardware()}
 

@@ -67,7 +67,7 @@ def main(argv=None):
         return None if None in values else round(statistics.median(values), 4)
 
     emit({
-        "machine": {**machine(), "onednn": mc.utils.onednn_enabled()},
+        "machine": {**machine(), "onednn": mc.environment.onednn_enabled()},
         "target_dice": args.target,
         "epochs": args.epochs,
         "medians": {momentum: {key: median(momentum, key)

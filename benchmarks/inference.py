@@ -43,7 +43,7 @@ def main(argv=None):
     parser.add_argument("--save", type=Path)
     parser.add_argument("--slices", type=int, default=32, help="slices per timed run at 256x256")
     args = parser.parse_args(argv)
-    info = mc.utils.setup(seed=0, threads=2)
+    info = mc.environment.setup(seed=0, threads=2)
     rng = np.random.default_rng(0)
     results = {"machine": {**machine(), "device": info.device, "threads": info.threads}}
 

@@ -37,7 +37,7 @@ SIZE, TRAIN, VAL, BATCH, EPOCHS, TARGET = 128, 256, 32, 16, 6, 0.9
 def _worker(policy):
     import medseg_course as mc  # noqa: PLC0415
 
-    mc.utils.setup(seed=0, threads=2)
+    mc.environment.setup(seed=0, threads=2)
     import keras  # noqa: PLC0415
 
     keras.config.set_dtype_policy(policy)

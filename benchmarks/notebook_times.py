@@ -63,7 +63,7 @@ _SPEED_PROBE = """
 import json, time
 start = time.perf_counter()
 import medseg_course as mc
-mc.utils.setup(seed=0)
+mc.environment.setup(seed=0)
 import keras
 imported = time.perf_counter()
 from train_throughput import training_rate

@@ -102,7 +102,7 @@ def main(argv=None):
                       file=sys.stderr, flush=True)
     import medseg_course as mc  # noqa: PLC0415
 
-    emit({"machine": {**machine(), "onednn": mc.utils.onednn_enabled()}, "budget_min": args.budget,
+    emit({"machine": {**machine(), "onednn": mc.environment.onednn_enabled()}, "budget_min": args.budget,
           "recipes": {name: " ".join(RECIPES[name]) or "(the CLI's defaults)" for name in args.recipes},
           **results}, args.save)
 

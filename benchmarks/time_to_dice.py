@@ -56,7 +56,7 @@ def main(argv=None):
     import medseg_course as mc  # noqa: PLC0415  (imported by the runs above)
 
     result = {
-        "machine": {**machine(), "onednn": mc.utils.onednn_enabled()},
+        "machine": {**machine(), "onednn": mc.environment.onednn_enabled()},
         "target_dice": args.target,
         "seeds": args.seeds,
         "package_seconds": times,

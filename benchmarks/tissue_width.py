@@ -35,7 +35,7 @@ def main(argv=None):
     parser.add_argument("--save", type=Path)
     parser.add_argument("--epochs", type=int, default=30)
     args = parser.parse_args(argv)
-    info = mc.utils.setup(seed=0)
+    info = mc.environment.setup(seed=0)
     tissue = mc.data.load_mni152_slices("tissue", image_size=64, resolution=1)
     pixel_mm = tissue.spacing_mm[0]
     images = mc.data.add_simulated_head(tissue.images, tissue.masks > 0, pixel_mm=pixel_mm, seed=0)
@@ -48,7 +48,7 @@ def main(argv=None):
                        f"{args.epochs} epochs, default augmentation, Dice + CE",
                "true_ml": {name: round(float((test_labels == k).sum() * voxel_ml), 2) for k, name in NAMES.items()}}
     for filters in (16, 8):
-        mc.utils.setup(seed=0)  # as chapter 10's train(): the same initial draws at every width
+        mc.environment.setup(seed=0)  # as chapter 10's train(): the same initial draws at every width
         model = mc.models.build_unet((64, 64, 1), num_classes=4, depth=3, base_filters=filters)
         mc.training.compile_model(model, loss="dice_ce")
         # a new dataset per run: a dataset's shuffling and augmentation draws go on from

@@ -36,7 +36,7 @@ Prints one JSON object with:
 and the wall-clock seconds of executing ``book/00_quick_tour.ipynb`` in a fresh kernel.
 
 Usage: ``python benchmarks/train_throughput.py [--save results/train_throughput.json]
-[--skip-tour] [--levers]``. Threads are pinned to 2 (``mc.utils.setup``), as in the book.
+[--skip-tour] [--levers]``. Threads are pinned to 2 (``mc.environment.setup``), as in the book.
 """
 
 from __future__ import annotations
@@ -71,9 +71,9 @@ def _worker(arm):
     ``plain``: what a user without the package does: TensorFlow imported first, with its
     own defaults (threads, kernels), then ``model.fit`` on NumPy arrays, the U-Net built
     from Keras's stock layers.
-    ``plain_setup``: the same in a process set up by ``mc.utils.setup``.
+    ``plain_setup``: the same in a process set up by ``mc.environment.setup``.
     ``plain_setup_model``: that, with the package's model (``FusedBatchNormalization``).
-    ``package``: ``mc.utils.setup`` + the package's model + ``mc.training.make_dataset`` +
+    ``package``: ``mc.environment.setup`` + the package's model + ``mc.training.make_dataset`` +
     ``mc.training.fit``.
     """
     if arm == "plain":
@@ -83,7 +83,7 @@ def _worker(arm):
 
     if arm != "plain":
         # Keras refuses XLA while TensorFlow's op determinism is on, so the XLA arm runs without it
-        mc.utils.setup(seed=0, threads=2, deterministic=arm not in ("package_nondeterministic", "package_xla"))
+        mc.environment.setup(seed=0, threads=2, deterministic=arm not in ("package_nondeterministic", "package_xla"))
     import keras  # noqa: PLC0415
 
     if arm == "package_bf16":
@@ -118,7 +118,7 @@ def _worker(arm):
             model.fit(images, masks, batch_size=BATCH, epochs=epochs, shuffle=True, verbose=0)
 
     run(1)  # warm-up: tracing and compilation
-    status = {"onednn": mc.utils.onednn_enabled(), "matmul_gflops": _matmul_gflops(),
+    status = {"onednn": mc.environment.onednn_enabled(), "matmul_gflops": _matmul_gflops(),
               "matmul_bf16_gflops": _matmul_gflops(dtype="bfloat16") if arm == "package_bf16" else None}
     print(json.dumps(status), flush=True)
     for line in sys.stdin:
@@ -280,7 +280,7 @@ def main(argv=None):
     comparison = against_plain_fit(rounds=args.rounds, levers=args.levers)
     import medseg_course as mc  # noqa: PLC0415
 
-    info = mc.utils.setup(seed=0, threads=2)
+    info = mc.environment.setup(seed=0, threads=2)
     images, masks = mc.data.make_phantoms(IMAGES, image_size=SIZE, seed=0)
     unet = mc.models.build_unet((SIZE, SIZE, 1), depth=4, base_filters=16)
     article = mc.models.build_seed_encoder_decoder((SIZE, SIZE, 1))

@@ -42,7 +42,7 @@ def main(argv=None):
 
     import medseg_course as mc  # noqa: PLC0415
 
-    mc.utils.setup(seed=0)
+    mc.environment.setup(seed=0)
     experiment = getattr(mc.experiments, EXPERIMENTS[args.experiment])()
     result = {"experiment": args.experiment, "machine": mc.experiments.machine(),
               "recorded": datetime.date.today().isoformat(),

@@ -1,9 +1,14 @@
 """medseg_course: the pipeline taught by the course *CNNs for medical image segmentation*.
 
-One module per pipeline stage, data flowing left to right::
+Modules by pipeline stage, data flowing left to right; each imports only modules to its
+left (and ``utils``, which imports none)::
 
-    io / data -> preprocessing -> models + losses (training) -> inference
-              -> postprocessing -> metrics / viz
+    io (image, readers, writers) / data (phantoms, brain, datasets, downloads)
+      -> preprocessing -> models + losses -> training (augmentation, patches, runs)
+      -> inference (segment) -> postprocessing -> metrics / evaluation / viz
+
+``samples`` prepares training cases as ``inference.segment`` prepares images; ``cli`` only
+parses arguments and calls the package; ``environment`` sets up a reproducible session.
 
 Submodules are imported on first use (``mc.losses`` imports Keras, ``mc.metrics`` does
 not), so ``import medseg_course as mc`` is instant and starts no TensorFlow runtime.
@@ -11,7 +16,7 @@ not), so ``import medseg_course as mc`` is instant and starts no TensorFlow runt
 Examples
 --------
 >>> import medseg_course as mc
->>> info = mc.utils.setup(seed=0)          # doctest: +SKIP
+>>> info = mc.environment.setup(seed=0)          # doctest: +SKIP
 >>> images, masks = mc.data.make_phantoms(8, image_size=64, seed=0)
 >>> images.shape, masks.shape
 ((8, 64, 64, 1), (8, 64, 64, 1))
@@ -36,28 +41,43 @@ os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
 __version__ = "0.1.0"
 
 _SUBMODULES = (
+    "augmentation",
+    "brain",
     "classical",
     "cli",
     "data",
+    "datasets",
+    "deidentification",
+    "downloads",
+    "environment",
+    "evaluation",
     "experiments",
+    "image",
     "inference",
     "io",
     "losses",
     "metrics",
     "models",
+    "patches",
+    "phantoms",
     "postprocessing",
     "preprocessing",
+    "readers",
+    "run_folder",
+    "runs",
+    "samples",
     "stats",
     "training",
     "utils",
     "viz",
+    "writers",
 )
 
 __all__ = [*_SUBMODULES, "__version__"]
 
 
 #: Submodules that import TensorFlow when they load (under the default, TensorFlow, Keras backend).
-_TENSORFLOW_SUBMODULES = ("experiments", "losses", "models", "training")
+_TENSORFLOW_SUBMODULES = ("augmentation", "experiments", "losses", "models", "runs", "training")
 
 
 def __getattr__(name):
@@ -65,7 +85,7 @@ def __getattr__(name):
         # models, losses and the Dice metric are written with keras.ops and run on any Keras 3
         # backend (benchmarks/gpu.py runs them on JAX); only the TensorFlow one is imported here
         if name in _TENSORFLOW_SUBMODULES and os.environ.get("KERAS_BACKEND", "tensorflow") == "tensorflow":
-            from medseg_course.utils import import_tensorflow  # noqa: PLC0415
+            from medseg_course.environment import import_tensorflow  # noqa: PLC0415
 
             import_tensorflow()  # quietly, before the submodule does it loudly
         module = importlib.import_module(f"{__name__}.{name}")

@@ -61,10 +61,10 @@ def boundary_errors(truth, pred, distance=None, within=2):
 
 def machine():
     """The CPU, core count and TensorFlow settings a record was computed with."""
-    from medseg_course import utils  # noqa: PLC0415
+    from medseg_course import environment  # noqa: PLC0415
 
-    return {"cpu": utils._cpu_name(), "cores": os.cpu_count(),
-            "onednn": utils.onednn_enabled(), "versions": utils.package_versions()}
+    return {"cpu": environment.cpu_name(), "cores": os.cpu_count(),
+            "onednn": environment.onednn_enabled(), "versions": environment.package_versions()}
 
 
 def _clone_trained(model):

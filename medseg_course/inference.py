@@ -6,15 +6,34 @@ them: errors that depend on orientation partly cancel, at the price of 2x or 4x 
 Sliding-window prediction covers an image larger than the model's input with overlapping
 tiles and blends them with a Gaussian weight that trusts each tile's centre more than its
 border, where the network saw less context (as nnU-Net and MONAI do).
+
+``segment`` is the whole prediction pipeline of ``medseg-course predict`` for one image:
+normalise, cut into slices, fit each to the model's input (or tile it), predict, restore
+the slice's size, post-process, and return the label map on the image's own grid.
+``load_run`` reads a model and the run configuration that says how to prepare its inputs.
 """
 
 from __future__ import annotations
 
+import json
+import zipfile
+from pathlib import Path
+
 import numpy as np
 
+from medseg_course.io import MedicalImage, read_image
+from medseg_course.postprocessing import postprocess
+from medseg_course.preprocessing import fit_to_shape, normalise_percentiles, restore_shape
 from medseg_course.utils import check_array, check_positive
 
-__all__ = ["predict", "predict_sliding_window", "gaussian_weights", "TTA_FLIPS"]
+__all__ = ["predict", "predict_sliding_window", "gaussian_weights", "TTA_FLIPS", "load_run", "segment",
+           "predict_slices", "match_channels", "ModelLoadError", "MODEL_NAME", "CONFIG_NAME"]
+
+#: A run folder's model and the configuration that says how to prepare its inputs.
+MODEL_NAME = "model.keras"
+CONFIG_NAME = "config.json"
+#: Model formats that can run arbitrary code when loaded.
+LEGACY_MODEL_SUFFIXES = (".h5", ".hdf5", ".pb")
 
 #: Axes flipped by each TTA variant (axis 1 = rows/up-down, 2 = columns/left-right).
 TTA_FLIPS = {"none": (), "lr": (2,), "ud": (1,), "lr_ud": (1, 2)}
@@ -175,3 +194,160 @@ def predict_sliding_window(model, image, patch_size=None, overlap=0.5, batch_siz
             total[y : y + ph, x : x + pw] += tile_probs * weights
             norm[y : y + ph, x : x + pw] += weights
     return (total / norm)[:height, :width]
+
+
+# -------------------------------------------------------------------- the pipeline
+
+
+class ModelLoadError(ValueError):
+    """A model path that is not a loadable model with its run configuration; the message
+    names the path and what to do."""
+
+
+def load_run(model_path, allow_legacy=False):
+    """A trained model and its run configuration, from ``medseg-course train``'s run folder.
+
+    Parameters
+    ----------
+    model_path : str or Path
+        ``RUN_DIR/model.keras``, or the run folder itself. ``config.json`` must lie beside the
+        model: it says how inputs were prepared (``mode``, ``input_size``, ``channels``,
+        ``num_classes``).
+    allow_legacy : bool
+        Also load ``.h5``/``.hdf5`` files and TensorFlow SavedModel folders, which can run
+        arbitrary code when loaded: only for files from a source you trust.
+
+    Returns
+    -------
+    (keras.Model, dict)
+
+    Raises
+    ------
+    ModelLoadError
+        When the path is missing, is not a Keras model (a truncated copy, another file
+        renamed), carries Python code (a ``Lambda`` layer; Keras's safe mode refuses it), or
+        has no readable ``config.json``.
+    """
+    path = Path(model_path)
+    if path.is_dir() and not (path / MODEL_NAME).is_file() and (path / "saved_model.pb").is_file():
+        legacy = True  # a TensorFlow SavedModel folder
+    else:
+        if path.is_dir():
+            path = path / MODEL_NAME
+        legacy = path.suffix.lower() in LEGACY_MODEL_SUFFIXES
+    config_path = (path if path.is_dir() else path.parent) / CONFIG_NAME
+    if not path.exists():
+        raise ModelLoadError(f"{path}: no such model file. Point --model to RUN_DIR/model.keras from medseg-course train.")
+    if legacy and not allow_legacy:
+        raise ModelLoadError(
+            f"{path}: legacy model format ({path.suffix or 'SavedModel'}), which can run arbitrary code when loaded; "
+            "re-save it as .keras, or pass --allow-legacy-model if you trust its source."
+        )
+    if not legacy and (path.suffix.lower() != ".keras" or not path.is_file()):
+        raise ModelLoadError(f"{path}: not a .keras model file. Point --model to RUN_DIR/model.keras from medseg-course train.")
+    if not config_path.is_file():
+        raise ModelLoadError(f"{config_path}: missing; the model's run folder must keep config.json (it says how to preprocess).")
+    try:
+        config = json.loads(config_path.read_text(encoding="utf-8"))
+        for key in ("mode", "input_size", "channels", "num_classes"):
+            config[key]  # noqa: B018
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise ModelLoadError(f"{config_path}: not a run configuration from medseg-course train "
+                             f"({type(err).__name__}: {err}).") from None
+    if not legacy and not zipfile.is_zipfile(path):
+        raise ModelLoadError(f"{path}: not a Keras model file (a .keras file is a zip archive; this one is not, or it "
+                             "is truncated). Re-train or re-copy it.")
+    import keras  # noqa: PLC0415
+
+    import medseg_course.losses  # noqa: F401, PLC0415  (models saved by older code name the course's layers)
+    import medseg_course.models  # noqa: F401, PLC0415
+
+    try:
+        # safe_mode: a .keras file whose config asks to deserialise Python code (a Lambda
+        # layer's bytecode) is refused instead of run
+        model = keras.models.load_model(path, compile=False, safe_mode=not legacy)
+    except Exception as err:  # keras raises ValueError, OSError, zipfile errors, ...
+        if "arbitrary code execution" in str(err):
+            raise ModelLoadError(
+                f"{path}: the model carries Python code (a Lambda layer), which Keras' safe_mode refuses to run; "
+                "rebuild it without Lambda layers, or load it yourself with safe_mode=False only if you trust its source."
+            ) from None
+        first = str(err).strip().splitlines()[0] if str(err).strip() else ""
+        raise ModelLoadError(f"{path}: not a loadable Keras model ({type(err).__name__}: {first[:200]}). "
+                             "Re-train or re-copy it.") from None
+    return model, config
+
+
+def match_channels(images, channels):
+    """``images`` (..., C) with the model's channel count: a grey image is repeated into
+    ``channels``; any other mismatch is a ``ValueError`` saying how to convert."""
+    if images.shape[-1] == channels:
+        return images
+    if images.shape[-1] == 1:
+        return np.repeat(images, channels, axis=-1)
+    raise ValueError(
+        f"images have {images.shape[-1]} channels but the model takes {channels}; convert the images "
+        "(e.g. colour to greyscale) to match the training data."
+    )
+
+
+def predict_slices(model, config, slices, tta=False, clean=None):
+    """Label maps ``(Z, H, W)`` uint8 for normalised slices ``(Z, H, W, C)`` at their own size.
+
+    ``config["mode"]`` says how the model was trained: ``"resize"`` fits each slice into
+    the model's input (``fit_to_shape``) and maps the prediction back (``restore_shape``);
+    ``"patch"`` tiles the slice at its own resolution (``predict_sliding_window``). Binary
+    models (``num_classes`` 1) are thresholded at 0.5 and cleaned by
+    ``postprocessing.postprocess(**clean)``; multi-class models take the arg-max.
+    """
+    slices = match_channels(slices, config["channels"])
+    size = config["input_size"]
+    out = []
+    for image in slices:
+        if config["mode"] == "patch":
+            probs = predict_sliding_window(model, image, (size, size), tta=tta)
+        else:
+            fitted, fit_info = fit_to_shape(image, (size, size))
+            probs = restore_shape(predict(model, fitted, tta=tta), fit_info)
+            probs = probs[..., None] if probs.ndim == 2 else probs
+        if config["num_classes"] == 1:
+            labels = postprocess(probs, **(clean or {}))[..., 0]
+        else:
+            labels = np.argmax(probs, axis=-1)
+        out.append(labels.astype(np.uint8))
+    return np.stack(out)
+
+
+def segment(model, image, config, tta=False, clean=None):
+    """Segment one image as ``medseg-course predict`` does: the label map on its own grid.
+
+    Parameters
+    ----------
+    model : keras.Model
+    image : MedicalImage, str or Path
+        An image from ``io.read_image`` (PNG/JPEG/TIFF, DICOM, a DICOM series folder,
+        NIfTI), or its path.
+    config : dict
+        The run configuration from ``load_run`` (``mode``, ``input_size``, ``channels``,
+        ``num_classes``).
+    tta : bool
+        Average the four flips (``predict``).
+    clean : dict, optional
+        ``postprocessing.postprocess`` options for binary models, e.g.
+        ``{"min_size": 50, "fill": True, "largest": False}``.
+
+    Returns
+    -------
+    ndarray of uint8
+        Labels with the image's spatial shape and axis order (``image.from_slices``): write
+        it with ``io.write_mask(labels, path, like=image)`` and it keeps the image's
+        geometry (affine).
+    """
+    if not isinstance(image, MedicalImage):
+        image = read_image(image)
+    slices = normalise_percentiles(image.to_slices())
+    try:
+        labels = predict_slices(model, config, slices, tta=tta, clean=clean)
+    except ValueError as err:
+        raise ValueError(f"{image.path}: {err}") from None
+    return image.from_slices(labels)

@@ -12,8 +12,8 @@ from keras import layers
 
 from medseg_course.utils import check_positive
 
-__all__ = ["AlwaysDropout", "FusedBatchNormalization", "build_seed_encoder_decoder", "build_unet", "count_parameters",
-           "with_mc_dropout"]
+__all__ = ["AlwaysDropout", "FusedBatchNormalization", "build_model", "build_seed_encoder_decoder", "build_unet", "count_parameters",
+           "portable", "with_mc_dropout"]
 
 
 @keras.saving.register_keras_serializable(package="medseg_course")
@@ -267,6 +267,22 @@ def build_unet(
     return keras.Model(inputs, outputs, name=f"unet_d{depth}_f{base_filters}" + ("" if skips else "_noskips"))
 
 
+def build_model(name, input_shape, num_classes=1, depth=4, base_filters=16, width=1.0, precision="float32"):
+    """``"unet"`` (``build_unet``) or ``"seed"`` (``build_seed_encoder_decoder``), as
+    ``medseg-course train --model`` builds it. Under ``precision="bfloat16"`` its layers
+    compute in bfloat16 (Keras's ``mixed_bfloat16``: float32 weights, loss and head); the
+    policy is set only while the layers are made, so the caller's global policy is kept."""
+    previous = keras.config.dtype_policy()
+    if precision == "bfloat16":
+        keras.config.set_dtype_policy("mixed_bfloat16")
+    try:
+        if name == "seed":
+            return build_seed_encoder_decoder(input_shape, num_classes=num_classes, width=width)
+        return build_unet(input_shape, num_classes=num_classes, depth=depth, base_filters=base_filters)
+    finally:
+        keras.config.set_dtype_policy(previous)
+
+
 def count_parameters(model):
     """Return ``{"trainable": n, "non_trainable": m, "total": n + m}`` for a Keras model."""
     trainable = sum(int(w.numpy().size) for w in model.trainable_weights)
@@ -295,3 +311,27 @@ def with_mc_dropout(model):
     copy = keras.models.clone_model(model, clone_function=clone)
     copy.set_weights(model.get_weights())
     return copy
+
+
+def portable(model):
+    """A copy of ``model``, same weights, built from Keras's own layers only.
+
+    ``FusedBatchNormalization`` becomes Keras's ``BatchNormalization`` with the same
+    configuration, weights and moving statistics: the fused kernel only speeds up training,
+    and at inference the two agree to float32 rounding. The copy is not compiled (a compiled
+    model's file would name the course's loss and metric), so ``keras.saving.load_model``
+    reads its ``.keras`` file where ``medseg_course`` is not installed: in plain Keras, a
+    colleague's environment or a serving stack. ``AlwaysDropout`` (``with_mc_dropout``) is
+    kept: Monte Carlo dropout is the course's, and a copy without it would predict
+    differently. ``training.save_model`` saves this copy.
+    """
+
+    def clone(layer):
+        if isinstance(layer, FusedBatchNormalization):
+            return layers.BatchNormalization.from_config(layer.get_config())
+        return layer.__class__.from_config(layer.get_config())
+
+    copy = keras.models.clone_model(model, clone_function=clone)
+    copy.set_weights(model.get_weights())
+    # clone_model compiles the copy like the original; a new model over the same layers is not
+    return keras.Model(copy.inputs, copy.outputs, name=model.name)

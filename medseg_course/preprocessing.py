@@ -18,6 +18,7 @@ from scipy import ndimage
 from medseg_course.utils import check_array, check_positive, check_probability, import_cv2
 
 __all__ = [
+    "normalise_percentiles",
     "denoise_gaussian",
     "denoise_median",
     "denoise_bilateral",
@@ -350,6 +351,19 @@ def clip_percentiles(image, lower=0.5, upper=99.5):
     if high <= low:
         return np.zeros_like(image)
     return np.clip((image - low) / (high - low), 0, 1).astype(np.float32)
+
+
+def normalise_percentiles(pixels):
+    """Clip a whole image or volume to its 0.5-99.5 percentiles and rescale to [0, 1].
+
+    The rule ``medseg-course`` applies for training and prediction alike, so a model sees
+    inputs on the scale it learned whatever the scanner's units (HU, MR arbitrary units, 8 or
+    16 bit). Unlike ``clip_percentiles`` on one slice, the percentiles come from every slice
+    of the stack ``(Z, H, W, C)`` together, so slices keep their relative brightness.
+    """
+    arr = np.asarray(pixels, dtype=np.float32)
+    flat = arr.reshape(-1, arr.shape[-2], arr.shape[-1]) if arr.ndim > 3 else arr
+    return clip_percentiles(flat).reshape(arr.shape)
 
 
 # ---------------------------------------------------------------------------- resize

@@ -10,7 +10,7 @@ import numpy as np
 
 from medseg_course.utils import check_array
 
-__all__ = ["TRUTH_COLOUR", "PREDICTION_COLOUR", "OKABE_ITO", "use_colourblind_palette", "overlay", "montage",
+__all__ = ["TRUTH_COLOUR", "PREDICTION_COLOUR", "OKABE_ITO", "use_colourblind_palette", "overlay", "save_overlay", "montage",
            "plot_history"]
 
 TRUTH_COLOUR = "#009E73"  # Okabe-Ito bluish green
@@ -24,7 +24,7 @@ def use_colourblind_palette():
     """Make Matplotlib's (and so pandas') line and bar colours cycle through ``OKABE_ITO``.
 
     Matplotlib's default cycle puts red and green side by side, which readers with the
-    common forms of colour blindness cannot tell apart. ``mc.utils.setup`` calls this; it
+    common forms of colour blindness cannot tell apart. ``mc.environment.setup`` calls this; it
     changes ``matplotlib.rcParams["axes.prop_cycle"]`` for the rest of the session.
     """
     import matplotlib as mpl  # noqa: PLC0415
@@ -178,3 +178,18 @@ def plot_history(history, metrics=("loss", "dice"), title=None):
         fig.suptitle(title)
     fig.tight_layout()
     return fig
+
+
+def save_overlay(image, truth, prediction, path, title=None):
+    """Write ``overlay(image, truth, prediction)`` to an image file (PNG by ``path``'s suffix).
+
+    ``image`` may carry a channel axis ``(H, W, 1)``. Drawn on its own ``Figure``, without
+    pyplot, so it neither needs a display nor changes a notebook's backend.
+    """
+    from matplotlib.figure import Figure  # noqa: PLC0415
+
+    image = np.asarray(image)
+    display = image[..., 0] if image.ndim == 3 and image.shape[-1] == 1 else image
+    figure = Figure(figsize=(4, 4))
+    overlay(display, truth, prediction, ax=figure.subplots(), title=title)
+    figure.savefig(path, dpi=80, bbox_inches="tight")

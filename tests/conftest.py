@@ -13,10 +13,10 @@ import pytest  # noqa: E402
 
 @pytest.fixture(scope="session")
 def tf_setup():
-    """Call mc.utils.setup once per session (TensorFlow fixes thread pools at start-up)."""
+    """Call mc.environment.setup once per session (TensorFlow fixes thread pools at start-up)."""
     import medseg_course as mc
 
-    return mc.utils.setup(seed=0, threads=2)
+    return mc.environment.setup(seed=0, threads=2)
 
 
 @pytest.fixture(scope="session")

@@ -164,7 +164,7 @@ def test_interrupt_guard_reraises_a_swallowed_ctrl_c_and_restores_the_handler():
     """Under load TensorFlow can swallow the KeyboardInterrupt of a Ctrl-C (the CLI then trained
     to the end, 1 run in 3 with both cores busy); the guard remembers the signal and raises it
     again at the next batch or epoch boundary, and puts the previous handler back."""
-    from medseg_course.training import _InterruptGuard
+    from medseg_course.runs import _InterruptGuard
 
     guard = _InterruptGuard()
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler

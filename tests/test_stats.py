@@ -126,7 +126,7 @@ def test_runner_keeps_an_existing_file(tmp_path):
 def test_threads_override_is_checked(monkeypatch):
     monkeypatch.setenv("MEDSEG_THREADS", "two")
     with pytest.raises(ValueError, match="MEDSEG_THREADS"):
-        mc.utils.setup(seed=0)
+        mc.environment.setup(seed=0)
 
 
 def test_claims_table_in_experiments_readme_is_current():

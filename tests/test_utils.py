@@ -15,22 +15,22 @@ def test_setup_reports_and_repeats(tf_setup):
     assert tf.config.threading.get_intra_op_parallelism_threads() == 2
     assert "numpy" in tf_setup.versions and "keras" in str(tf_setup)
     np.random.seed(123)  # whatever earlier tests left in the global generators...
-    mc.utils.setup(seed=0, threads=2)  # ...same threads again: allowed, re-seeds
+    mc.environment.setup(seed=0, threads=2)  # ...same threads again: allowed, re-seeds
     a = (np.random.rand(), float(tf.random.uniform([])))
-    mc.utils.setup(seed=0, threads=2)
+    mc.environment.setup(seed=0, threads=2)
     assert (np.random.rand(), float(tf.random.uniform([]))) == a
     assert a[0] == np.random.RandomState(0).rand()  # setup seeds NumPy's global generator
 
 
 def test_setup_refuses_to_change_threads_after_start(tf_setup):
     with pytest.raises(RuntimeError, match="restart the kernel"):
-        mc.utils.setup(seed=0, threads=1)
+        mc.environment.setup(seed=0, threads=1)
 
 
 @pytest.mark.parametrize("kwargs, message", [({"seed": -1}, "seed"), ({"seed": 1.5}, "seed"), ({"threads": 0}, "threads")])
 def test_setup_bad_arguments(kwargs, message):
     with pytest.raises(ValueError, match=message):
-        mc.utils.setup(**kwargs)
+        mc.environment.setup(**kwargs)
 
 
 def test_check_array_messages():
@@ -57,8 +57,8 @@ def test_onednn_default_on_opt_out_and_tensorflow_start_up_silent():
     for value in ("1", "0", None):
         env = dict(base) if value is None else dict(base, TF_ENABLE_ONEDNN_OPTS=value)
         for code in (
-            "import medseg_course as mc; print(mc.utils.setup().onednn)",
-            "import medseg_course as mc; mc.models; print(mc.utils.onednn_enabled())",
+            "import medseg_course as mc; print(mc.environment.setup().onednn)",
+            "import medseg_course as mc; mc.models; print(mc.environment.onednn_enabled())",
         ):
             out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
             assert (out.stdout.strip(), out.stderr) == (str(value != "0"), ""), code
@@ -73,22 +73,11 @@ def test_import_is_lazy():
     assert out.stdout.strip() == "False"
 
 
-def test_numerics_fingerprint_repeats_and_tracks_onednn(monkeypatch):
-    """The fingerprint the suite uses to decide whether to compare notebook outputs: the same
-    in two fresh processes, and different once oneDNN's kernels are off."""
-    import numerics  # tests/numerics.py (pytest puts tests/ on the path)
-
-    first, second = numerics.fingerprint_here(), numerics.fingerprint_here()
-    assert first == second and len(first) == 16
-    monkeypatch.setenv("TF_ENABLE_ONEDNN_OPTS", "0")
-    assert numerics.fingerprint_here() != first
-
-
 def test_footer_reports_versions_seed_device_and_time():
     import medseg_course as mc
 
-    mc.utils.setup(seed=3)
-    record = mc.utils.footer()
+    mc.environment.setup(seed=3)
+    record = mc.environment.footer()
     text, markdown = str(record), record._repr_markdown_()
     assert text.startswith("Reproducibility: medseg-course ") and markdown.startswith("**Reproducibility:**")
     for part in ("Python ", "TensorFlow 2.", "Keras 3.", "seed 3", "2 threads", "oneDNN ", "chapter wall time "):
@@ -99,9 +88,9 @@ def test_footer_reports_versions_seed_device_and_time():
 def test_footer_before_setup_says_what_to_call(monkeypatch):
     import medseg_course as mc
 
-    monkeypatch.setattr(mc.utils, "_LAST_SETUP", None)
-    with pytest.raises(RuntimeError, match=r"call mc\.utils\.setup\(seed=0\)"):
-        mc.utils.footer()
+    monkeypatch.setattr(mc.environment, "_LAST_SETUP", None)
+    with pytest.raises(RuntimeError, match=r"call mc\.environment\.setup\(seed=0\)"):
+        mc.environment.footer()
 
 
 def test_missing_tensorflow_says_how_to_install_it(monkeypatch):
@@ -111,4 +100,4 @@ def test_missing_tensorflow_says_how_to_install_it(monkeypatch):
 
     monkeypatch.setitem(sys.modules, "tensorflow", None)  # what an environment without it raises
     with pytest.raises(ModuleNotFoundError, match=r"medseg-course\[cpu\]"):
-        mc.utils.import_tensorflow()
+        mc.environment.import_tensorflow()

@@ -42,5 +42,5 @@ def test_setup_makes_plots_cycle_through_okabe_ito():
 
     import medseg_course as mc
 
-    mc.utils.setup(seed=0)
+    mc.environment.setup(seed=0)
     assert [c.lower() for c in mpl.rcParams["axes.prop_cycle"].by_key()["color"]] == [c.lower() for c in mc.viz.OKABE_ITO]

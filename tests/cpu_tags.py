@@ -1,0 +1,109 @@
+"""Find the chapter cells whose outputs depend on the CPU's arithmetic, and tag them.
+
+nbval compares every notebook output on every machine except those of cells tagged
+``depends-on-cpu`` (``conftest.py``). This script finds those cells: it runs the chapters
+under ``pytest --nbval --compare-outputs=all`` with arithmetic that rounds differently from
+the committed run's (oneDNN off, one thread, NumPy's and OpenCV's AVX2/FMA/AVX-512 kernels
+off), and every cell whose printed output changes there is CPU-dependent. A cell whose
+``assert`` fails there is reported as such: that is a claim to fix, not a cell to tag.
+
+    python tests/cpu_tags.py book/*.ipynb           # report the cells
+    python tests/cpu_tags.py --apply book/*.ipynb   # and add the tag to them (never removes one)
+
+A perturbed run changes at least the digits another CPU changes in the cells it touches;
+a cell can still escape it (NumPy's float64 exp and log have AVX-512 kernels only, which
+an AVX2 machine cannot switch off), so the tags are reviewed on each CPU type CI meets.
+"""
+
+import argparse
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+TAG = "depends-on-cpu"
+
+
+def _cpu_flags():
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return set()
+    return set(next((line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")), []))
+
+
+def perturbed_environment():
+    """Settings under which the chapters' arithmetic rounds differently from a default run."""
+    flags = _cpu_flags()
+    numpy_off = [name for name, flag in (("AVX512F", "avx512f"), ("AVX512_SKX", "avx512bw"), ("AVX2", "avx2"),
+                                         ("FMA3", "fma")) if flag in flags]
+    opencv_off = [name for name, flag in (("AVX512_SKX", "avx512bw"), ("AVX2", "avx2"), ("FMA3", "fma"))
+                  if flag in flags]
+    env = {"TF_ENABLE_ONEDNN_OPTS": "0", "MEDSEG_THREADS": "1"}
+    if numpy_off:
+        env["NPY_DISABLE_CPU_FEATURES"] = ",".join(numpy_off)
+    if opencv_off:
+        env["OPENCV_CPU_DISABLE"] = ",".join(opencv_off)
+    return env
+
+
+def differing_cells(notebooks, env):
+    """``{notebook: {"outputs": [code cell numbers], "errors": [...]}}`` under ``env``."""
+    with tempfile.TemporaryDirectory() as tmp:
+        report = Path(tmp) / "junit.xml"
+        subprocess.run(
+            [sys.executable, "-m", "pytest", *map(str, notebooks), "--nbval", "--compare-outputs=all",
+             "--nbval-current-env", "--nbval-cell-timeout=900", "--nbval-sanitize-with", "tests/nbval_sanitize.cfg",
+             "-p", "no:cacheprovider", "-q", f"--junitxml={report}"],
+            cwd=ROOT, env={**os.environ, **env}, check=False)
+        found = {}
+        for case in ET.parse(report).getroot().iter("testcase"):
+            failure = case.find("failure")
+            if failure is None:
+                continue
+            match = re.search(r"Cell (\d+)", case.get("name", ""))
+            notebook = case.get("classname", "").replace(".", "/") + ".ipynb"
+            text = (failure.get("message") or "") + (failure.text or "")
+            kind = "outputs" if "Cell outputs differ" in text else "errors"
+            found.setdefault(notebook, {"outputs": [], "errors": []})[kind].append(int(match.group(1)))
+    return found
+
+
+def apply_tags(notebook, cells):
+    path = ROOT / notebook
+    nb = json.loads(path.read_text())
+    code = [cell for cell in nb["cells"] if cell["cell_type"] == "code"]
+    for number in cells:
+        tags = code[number].setdefault("metadata", {}).setdefault("tags", [])
+        if TAG not in tags:
+            tags.append(TAG)
+    path.write_text(json.dumps(nb, indent=1, ensure_ascii=False) + "\n")
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("notebooks", nargs="+", type=Path)
+    parser.add_argument("--apply", action="store_true", help=f"add the {TAG!r} tag to the cells found")
+    args = parser.parse_args(argv)
+    missing = [str(p) for p in args.notebooks if not p.is_file()]
+    if missing:
+        print(f"cpu_tags: error: no such notebook: {missing[0]}", file=sys.stderr)
+        return 2
+    env = perturbed_environment()
+    print("perturbed:", " ".join(f"{k}={v}" for k, v in env.items()))
+    found = differing_cells(args.notebooks, env)
+    for notebook, kinds in sorted(found.items()):
+        print(f"{notebook}: outputs differ in cells {kinds['outputs']}; failed in cells {kinds['errors']}")
+        if args.apply and kinds["outputs"]:
+            apply_tags(notebook, kinds["outputs"])
+    print(json.dumps(found))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
