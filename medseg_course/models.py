@@ -26,8 +26,9 @@ class FusedBatchNormalization(layers.BatchNormalization):
     passes cost more than the convolutions around them. ``FusedBatchNormV3`` does each
     direction in one pass: ``model.fit`` of a 16-filter U-Net at 128x128 ran 1.18x faster
     with it than with Keras's layer on a 2-core Intel Xeon, and under ``mixed_bfloat16``
-    (where Keras's layer casts to float32 and back) bfloat16 went from 1.38x to 1.96x the
-    float32 rate (``benchmarks/train_throughput.py``).
+    (where Keras's layer casts to float32 and back) bfloat16 ran at 1.96x the float32 rate
+    with it and 1.38x with Keras's layer (``benchmarks/train_throughput.py``). Models are
+    saved with Keras's layer in its place (``portable``), so they load without this package.
 
     The fused kernel is used for 4-D channels-last inputs on the TensorFlow backend, without
     a mask or batch renormalisation; anything else (the JAX or PyTorch backends, a masked
