@@ -36,6 +36,7 @@ os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
 __version__ = "0.1.0"
 
 _SUBMODULES = (
+    "boundaries",
     "classical",
     "cli",
     "data",
@@ -47,6 +48,8 @@ _SUBMODULES = (
     "models",
     "postprocessing",
     "preprocessing",
+    "recipes",
+    "scanner",
     "stats",
     "training",
     "utils",
@@ -57,7 +60,7 @@ __all__ = [*_SUBMODULES, "__version__"]
 
 
 #: Submodules that import TensorFlow when they load (under the default, TensorFlow, Keras backend).
-_TENSORFLOW_SUBMODULES = ("experiments", "losses", "models", "training")
+_TENSORFLOW_SUBMODULES = ("experiments", "losses", "models", "recipes", "training")
 
 
 def __getattr__(name):
