@@ -35,13 +35,14 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 # so the package asks for them everywhere: the same kernels on every x86 machine, and the
 # book's chapters within CI's time. They are read once, when TensorFlow is first imported.
 # TF_ENABLE_ONEDNN_OPTS=0 before importing keeps TensorFlow's default kernels (setdefault
-# keeps a user's choice). See the README ("CPU speed").
+# keeps a user's choice). Measurements: benchmarks/README.md ("oneDNN").
 os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
 
 __version__ = "0.1.0"
 
 _SUBMODULES = (
     "augmentation",
+    "boundaries",
     "brain",
     "classical",
     "cli",
@@ -63,9 +64,11 @@ _SUBMODULES = (
     "postprocessing",
     "preprocessing",
     "readers",
+    "recipes",
     "run_folder",
     "runs",
     "samples",
+    "scanner",
     "stats",
     "training",
     "utils",
@@ -77,7 +80,7 @@ __all__ = [*_SUBMODULES, "__version__"]
 
 
 #: Submodules that import TensorFlow when they load (under the default, TensorFlow, Keras backend).
-_TENSORFLOW_SUBMODULES = ("augmentation", "experiments", "losses", "models", "runs", "training")
+_TENSORFLOW_SUBMODULES = ("augmentation", "experiments", "losses", "models", "recipes", "runs", "training")
 
 
 def __getattr__(name):

@@ -6,6 +6,10 @@ array conventions as the rest of the package: a 2D greyscale image ``(H, W)`` (o
 encodes one assumption about the image (the object is brighter; it is homogeneous; it is
 bounded by strong edges; its regions have different mean intensities), and each fails where
 that assumption does, which chapter 2 measures.
+
+Two baselines built from them serve the later chapters: ``classical_brain``, a brain
+extraction with no learning (chapters 10 and 14), and ``random_forest``, the classical
+*learned* pipeline, a random forest on hand-designed features per pixel (chapter 14).
 """
 
 from __future__ import annotations
@@ -23,11 +27,19 @@ __all__ = [
     "chan_vese",
     "morphological_chan_vese",
     "geodesic_active_contour",
+    "classical_brain",
+    "pixel_features",
+    "random_forest",
 ]
 
 
 def _grey(image):
-    image = check_array(image, "image", ndim=(2, 3), dtype_kind="biuf").astype(np.float64)
+    return _plane(image).astype(np.float64)
+
+
+def _plane(image):
+    """The (H, W) plane of a greyscale image, in its own dtype."""
+    image = check_array(image, "image", ndim=(2, 3), dtype_kind="biuf")
     if image.ndim == 3:
         if image.shape[-1] != 1:
             raise ValueError(
@@ -240,3 +252,109 @@ def geodesic_active_contour(image, init, iterations=200, balloon=-1, smoothing=1
         speed, iterations, init_level_set=init.astype(np.int8), smoothing=smoothing, balloon=balloon
     )
     return np.asarray(mask, np.uint8)
+
+
+def classical_brain(image):
+    """Brain extraction with no learning: Otsu threshold, fill holes, keep the largest component.
+
+    On a T1 slice with the head around the brain (``mc.data.add_simulated_head``) it finds the
+    head rather than the brain: the scalp is as bright as white matter and encloses it, which
+    is the point chapters 10 and 14 make with it.
+
+    Parameters
+    ----------
+    image : array, shape (H, W) or (H, W, 1)
+
+    Returns
+    -------
+    ndarray, shape (H, W), uint8 in {0, 1}
+        All zeros for a constant image.
+
+    Raises
+    ------
+    ValueError
+        For an image of another shape or dtype, or with NaN.
+    """
+    from medseg_course import postprocessing  # noqa: PLC0415
+
+    mask = threshold_otsu(image)
+    return postprocessing.keep_largest_component(postprocessing.fill_holes(mask))
+
+
+def pixel_features(image, sigma_max=16):
+    """Hand-designed features per pixel: intensity, edges and texture at Gaussian scales.
+
+    scikit-image's ``multiscale_basic_features`` at scales from 1 to ``sigma_max`` pixels
+    (20 features per pixel at ``sigma_max=16``, 16 at 8).
+
+    Parameters
+    ----------
+    image : array, shape (H, W) or (H, W, 1)
+    sigma_max : float
+        Largest Gaussian scale in pixels (>= 1): the widest context a pixel's features see.
+
+    Returns
+    -------
+    ndarray, shape (H * W, F), one row per pixel in row-major order
+
+    Raises
+    ------
+    ValueError
+        For an image of another shape or dtype, or a ``sigma_max`` below 1.
+    """
+    from skimage.feature import multiscale_basic_features  # noqa: PLC0415
+
+    image = _plane(image)  # in its own dtype: the features of float32 and float64 differ in rounding
+    check_positive(sigma_max, "sigma_max")
+    if sigma_max < 1:
+        raise ValueError(f"sigma_max must be at least 1 (the smallest scale). Received: sigma_max={sigma_max}")
+    return multiscale_basic_features(image, sigma_min=1, sigma_max=sigma_max).reshape(
+        image.shape[0] * image.shape[1], -1)
+
+
+def random_forest(images, masks, test_images, sigma_max=16, seed=0, n_jobs=2):
+    """Segment ``test_images`` with a random forest trained on the pixels of labelled images.
+
+    Each pixel is one sample, described by ``pixel_features``; 100 trees with at least 2
+    samples per leaf, the forest's probability thresholded at 0.5. The seed draws the trees'
+    bootstrap samples and feature subsets.
+
+    Parameters
+    ----------
+    images : array, shape (N, H, W, 1)
+        Labelled training images.
+    masks : array, shape (N, H, W, 1) or (N, H, W)
+        Their binary masks (non-zero is foreground).
+    test_images : array, shape (M, H', W', 1)
+    sigma_max : float
+        Largest feature scale in pixels (``pixel_features``).
+    seed : int
+    n_jobs : int
+        Trees trained in parallel.
+
+    Returns
+    -------
+    ndarray, shape (M, H', W', 1), bool
+
+    Raises
+    ------
+    ValueError
+        For images and masks that do not match, arrays of another rank, or a bad seed.
+    """
+    from sklearn.ensemble import RandomForestClassifier  # noqa: PLC0415
+
+    images = check_array(images, "images", ndim=4, dtype_kind="biuf")
+    masks = check_array(masks, "masks", ndim=(3, 4), dtype_kind="biuf")
+    test_images = check_array(test_images, "test_images", ndim=4, dtype_kind="biuf")
+    if masks.shape[:3] != images.shape[:3] or len(images) == 0:
+        raise ValueError(
+            "masks must match images in number, height and width, and hold at least one image. "
+            f"Received: images.shape={images.shape}, masks.shape={masks.shape}"
+        )
+    check_positive(seed, "seed", integer=True, allow_zero=True)
+    check_positive(n_jobs, "n_jobs", integer=True)
+    table = np.concatenate([pixel_features(im, sigma_max) for im in images])
+    forest = RandomForestClassifier(n_estimators=100, min_samples_leaf=2, n_jobs=n_jobs, random_state=seed)
+    forest.fit(table, masks.reshape(-1) > 0)
+    return np.stack([forest.predict_proba(pixel_features(im, sigma_max))[:, 1].reshape(im.shape[:2])
+                     for im in test_images])[..., None] > 0.5

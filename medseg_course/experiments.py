@@ -11,7 +11,8 @@ the seeds (``mc.stats``) and checks that its live run agrees with them.
 The seed fixes the initial weights and, for ``LesionLab`` and ``RecipeExperiment``, the
 order and augmentation of the batches and (``LesionLab``) the draw of the training images;
 the validation and test images are the same for every seed, so differences between recipes
-are paired.
+are paired. The U-Nets of chapters 10, 13 and 14 train through ``mc.recipes.RecipeTrainer``;
+the boundary measures (``boundary_errors``...) live in ``mc.boundaries`` and are re-exported.
 """
 
 from __future__ import annotations
@@ -23,40 +24,13 @@ from dataclasses import replace
 import numpy as np
 
 from medseg_course import data, inference, losses, metrics, models, preprocessing, training
+from medseg_course.boundaries import boundary_distance, boundary_errors, edge_sharpness
+from medseg_course.classical import classical_brain, random_forest
+from medseg_course.recipes import RecipeTrainer
+from medseg_course.scanner import simulate_scanner
 
 __all__ = ["ArticleVersusUNet", "BrainMethods", "Leakage", "LesionLab", "LossLab", "RecipeExperiment",
            "ScannerAugmentation", "boundary_distance", "boundary_errors", "edge_sharpness", "machine"]
-
-
-def boundary_distance(truth):
-    """Per-pixel distance (px) to the boundary of ``truth`` ((B, H, W) bool): inside a
-    structure the distance to the nearest background pixel, outside to the nearest
-    structure pixel; 1 for the pixels next to the boundary on either side."""
-    from scipy import ndimage  # noqa: PLC0415
-
-    return np.stack([np.where(t, ndimage.distance_transform_edt(t), ndimage.distance_transform_edt(~t))
-                     for t in truth])
-
-
-def boundary_errors(truth, pred, distance=None, within=2):
-    """Share (%) of wrong pixels within ``within`` px of the true boundary, and its reference.
-
-    The reference is the same share among all pixels that truth or prediction calls
-    foreground: for small structures most of those lie near a boundary anyway (a disc of
-    radius 3 has nearly all its pixels within 2 px of its edge), so "most errors are at the
-    boundary" means something only if the errors are nearer the boundary than that.
-
-    Returns
-    -------
-    (float, float)
-        ``(errors_near, reference_near)`` in per cent.
-    """
-    distance = boundary_distance(truth) if distance is None else distance
-    near = distance <= within
-    wrong = pred != truth
-    region = pred | truth
-    return (float(100 * (wrong & near).sum() / max(wrong.sum(), 1)),
-            float(100 * (region & near).sum() / max(region.sum(), 1)))
 
 
 def machine():
@@ -65,14 +39,6 @@ def machine():
 
     return {"cpu": environment.cpu_name(), "cores": os.cpu_count(),
             "onednn": environment.onednn_enabled(), "versions": environment.package_versions()}
-
-
-def _clone_trained(model):
-    import keras  # noqa: PLC0415
-
-    copy = keras.models.clone_model(model)
-    copy.set_weights(model.get_weights())
-    return copy
 
 
 class LesionLab:
@@ -101,7 +67,7 @@ class LesionLab:
         self.test_x, self.test_y = self._phantoms(test_images, seed=3)
         self.truth = self.test_y[..., 0] > 0
         self.distance = boundary_distance(self.truth)
-        self._unet = None
+        self.trainer = RecipeTrainer(image_size)
 
     def _phantoms(self, n, seed, **changes):
         return data.make_phantoms(n, image_size=self.size, seed=seed, target="lesion",
@@ -119,16 +85,13 @@ class LesionLab:
     def train(self, seed, n=64, augment=False, prepare=None):
         """A trained copy of the U-Net: ``n`` labelled images of ``seed``'s draw."""
         prepare = prepare or (lambda x: x)
-        if self._unet is None:
-            self._unet = training.compile_model(
-                models.build_unet((self.size, self.size, 1), depth=3, base_filters=16, dropout=0.2), loss="dice_ce")
-        training.reinitialize(self._unet, seed)  # fresh weights without re-tracing the step
         x, y = self.training_images(seed)
-        reps = 64 // n
-        batches = training.make_dataset(np.repeat(prepare(x[:n]), reps, 0), np.repeat(y[:n], reps, 0), batch_size=8,
-                                        augment=training.Augmentation() if augment else None, seed=seed)
-        training.fit(self._unet, batches, (prepare(self.val_x), self.val_y), epochs=self.steps * 8 // 64)
-        return _clone_trained(self._unet)
+        reps = 64 // n  # the n images repeated to 64: the same steps for every n
+        model, _ = self.trainer.train(np.repeat(prepare(x[:n]), reps, 0), np.repeat(y[:n], reps, 0), seed,
+                                      dropout=0.2, augment=training.Augmentation() if augment else None,
+                                      epochs=self.steps * 8 // 64, validation=(prepare(self.val_x), self.val_y),
+                                      copy=True)
+        return model
 
     def train_all(self, seed):
         """The seven models of one seed: ``{(n, augmented): model}`` and ``"preprocessing"``."""
@@ -301,18 +264,12 @@ class RecipeExperiment:
                                              spec=replace(self.spec, noise_level=0.1))
         self.truth = self.test_y[..., 0] > 0
         self.distance = boundary_distance(self.truth)
-        self._compiled = {}
+        self.trainer = RecipeTrainer(image_size)  # one compiled U-Net per (depth, loss), re-initialised per run
 
     def train(self, seed, depth=3, loss="bce", images=None, augment=False):
-        key = (depth, loss)
-        if key not in self._compiled:
-            self._compiled[key] = training.compile_model(
-                models.build_unet((self.size, self.size, 1), depth=depth, base_filters=16), loss=loss)
-        model = training.reinitialize(self._compiled[key], seed)
         n = images or self.images
-        batches = training.make_dataset(self.pool_x[:n], self.pool_y[:n], batch_size=8, seed=seed,
-                                        augment=training.Augmentation() if augment else None)
-        training.fit(model, batches.repeat().take(self.steps), epochs=1)  # one pass over `steps` batches
+        model, _ = self.trainer.train(self.pool_x[:n], self.pool_y[:n], seed, depth=depth, loss=loss,
+                                      augment=training.Augmentation() if augment else None, steps=self.steps)
         return model
 
     def run(self, seed):
@@ -444,17 +401,6 @@ class Leakage:
                 for name, split in self.splits(seed).items()]
 
 
-def edge_sharpness(probabilities, truth):
-    """Mean |gradient| of a probability map ((B, H, W, 1)) on the true boundary of
-    ``truth`` (same shape): a sharp edge jumps from 0 to 1 across it."""
-    from scipy import ndimage  # noqa: PLC0415
-
-    gy, gx = np.gradient(probabilities[..., 0], axis=(1, 2))
-    inside = truth[..., 0].astype(bool)
-    boundary = inside & ~ndimage.binary_erosion(inside, structure=np.ones((1, 3, 3)))
-    return float(np.hypot(gy, gx)[boundary].mean())
-
-
 class ArticleVersusUNet:
     """Chapter 8's experiment: the article's encoder-decoder against a U-Net, same budget.
 
@@ -550,29 +496,21 @@ class ScannerAugmentation:
         self.test_x, self.test_labels = self.images[self.split["test"]], self.labels[self.split["test"]]
         self.conditions = {"test slabs": self.test_x,
                            **{name: self.other_scanner(self.test_x, **shift) for name, shift in self.shifts.items()}}
-        self._model = None
+        self.trainer = RecipeTrainer(image_size)
 
     @staticmethod
     def other_scanner(x, bias, gamma, noise, seed=1):
         """``x`` as another scanner might show it: a linear bias ramp of relative strength
-        ``bias`` across the image, the intensity curve x**gamma and Rician noise."""
-        rng = np.random.default_rng(seed)
-        rows, cols = np.mgrid[-1 : 1 : x.shape[1] * 1j, -1 : 1 : x.shape[2] * 1j]
-        shifted = np.clip(x * (1 + bias * (0.8 * cols + 0.6 * rows))[None, ..., None], 0, 1) ** gamma
-        return np.hypot(shifted + rng.normal(0, noise, x.shape), rng.normal(0, noise, x.shape)).astype(np.float32)
+        ``bias`` across the image, clipping to [0, 1], the intensity curve x**gamma and Rician
+        noise (``mc.scanner.simulate_scanner``)."""
+        return simulate_scanner(x, bias=bias, clip=(0, 1), gamma=gamma, noise=noise, seed=seed)
 
     def train(self, augmentation, seed):
         """``(model, history)``: a trained copy of the U-Net."""
-        if self._model is None:
-            self._model = training.compile_model(
-                models.build_unet((self.size, self.size, 1), num_classes=4, depth=self.depth, base_filters=16),
-                loss="dice_ce")
-        training.reinitialize(self._model, seed)
-        tr = self.split["train"]
-        history = training.fit(self._model, training.make_dataset(self.images[tr], self.labels[tr], batch_size=8,
-                                                                  augment=augmentation, seed=seed),
-                               (self.images[self.split["val"]], self.labels[self.split["val"]]), epochs=self.epochs)
-        return _clone_trained(self._model), history
+        tr, val = self.split["train"], self.split["val"]
+        return self.trainer.train(self.images[tr], self.labels[tr], seed, num_classes=4, depth=self.depth,
+                                  augment=augmentation, epochs=self.epochs,
+                                  validation=(self.images[val], self.labels[val]), copy=True)
 
     @staticmethod
     def segment(model, x):
@@ -622,41 +560,18 @@ class BrainMethods:
         self.labelled = split["train"][np.linspace(0, len(split["train"]) - 1, labelled).astype(int)]
         self.test = split["test"]
         self.size, self.steps = image_size, steps
-        self._model = None
+        self.trainer = RecipeTrainer(image_size)
 
     def classical(self):
-        from medseg_course import classical, postprocessing  # noqa: PLC0415
-
-        def one(image):
-            mask = classical.threshold_otsu(image[..., 0])
-            return postprocessing.keep_largest_component(postprocessing.fill_holes(mask))
-
-        return np.stack([one(x) for x in self.head[self.test]])[..., None]
-
-    @staticmethod
-    def features(image, sigma_max=16):
-        """One row of intensity, edge and texture features per pixel (20 per pixel)."""
-        from skimage.feature import multiscale_basic_features  # noqa: PLC0415
-
-        return multiscale_basic_features(image[..., 0], sigma_min=1, sigma_max=sigma_max).reshape(
-            image.shape[0] * image.shape[1], -1)
+        """``mc.classical.classical_brain`` on every test slice."""
+        return np.stack([classical_brain(x) for x in self.head[self.test]])[..., None]
 
     def forest(self, seed):
-        from sklearn.ensemble import RandomForestClassifier  # noqa: PLC0415
-
-        table = np.concatenate([self.features(im) for im in self.head[self.labelled]])
-        forest = RandomForestClassifier(n_estimators=100, min_samples_leaf=2, n_jobs=2, random_state=seed)
-        forest.fit(table, self.brain[self.labelled].reshape(-1) > 0)
-        return np.stack([forest.predict_proba(self.features(im))[:, 1].reshape(im.shape[:2])
-                         for im in self.head[self.test]])[..., None] > 0.5
+        """``mc.classical.random_forest`` (features up to 16 px) trained on the labelled slices."""
+        return random_forest(self.head[self.labelled], self.brain[self.labelled], self.head[self.test], seed=seed)
 
     def unet(self, seed):
-        if self._model is None:
-            self._model = training.compile_model(models.build_unet((self.size, self.size, 1), depth=3,
-                                                                   base_filters=16), loss="dice_ce")
-        model = training.reinitialize(self._model, seed)
-        batches = training.make_dataset(self.head[self.labelled], self.brain[self.labelled], batch_size=8, seed=seed)
-        training.fit(model, batches.repeat().take(self.steps), epochs=1)
+        model, _ = self.trainer.train(self.head[self.labelled], self.brain[self.labelled], seed, steps=self.steps)
         return inference.predict(model, self.head[self.test]) > 0.5
 
     def scores(self, predicted):

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
+from medseg_course.scanner import NOISE_KINDS, add_noise
 from medseg_course.utils import check_positive
 
 __all__ = ["PHANTOM_CLASSES", "PhantomSpec", "make_phantoms"]
@@ -23,7 +24,6 @@ __all__ = ["PHANTOM_CLASSES", "PhantomSpec", "make_phantoms"]
 #: Label values of ``make_phantoms(..., target="multiclass")``.
 PHANTOM_CLASSES = {0: "background", 1: "organ", 2: "lesion"}
 _PHANTOM_TARGETS = ("organ", "lesion", "multiclass")
-_NOISE_KINDS = ("gaussian", "rician", "speckle", "none")
 
 
 @dataclass(frozen=True)
@@ -72,9 +72,9 @@ class PhantomSpec:
     texture: float = 0.04
 
     def __post_init__(self):
-        if self.noise not in _NOISE_KINDS:
+        if self.noise not in NOISE_KINDS:
             raise ValueError(
-                f"noise must be one of {_NOISE_KINDS}. Received: noise={self.noise!r}"
+                f"noise must be one of {NOISE_KINDS}. Received: noise={self.noise!r}"
             )
         for name in ("noise_level", "blur_sigma", "bias_strength", "texture"):
             check_positive(getattr(self, name), name, allow_zero=True)
@@ -219,20 +219,5 @@ def _draw_phantom(rng, size, spec, target):
         bias /= np.abs(bias).max() + 1e-12
         image *= 1 + spec.bias_strength * bias
     image *= rng.uniform(*spec.intensity_scale)
-    image = _add_noise(rng, image, spec.noise, spec.noise_level)
+    image = add_noise(image, spec.noise_level, spec.noise, seed=rng)
     return image.astype(np.float32), labels
-
-
-def _add_noise(rng, image, kind, level):
-    if kind == "none" or level == 0:
-        return image
-    if kind == "gaussian":
-        return image + rng.normal(0, level, image.shape)
-    if kind == "rician":
-        real = image + rng.normal(0, level, image.shape)
-        imag = rng.normal(0, level, image.shape)
-        return np.hypot(real, imag)
-    return image * (1 + rng.normal(0, level, image.shape))  # speckle
-
-
-# ----------------------------------------------------------------------------- MNI152
