@@ -163,7 +163,8 @@ def simulate_scanner(images, *, blur=0.0, bias=0.0, bias_direction=(0.8, 0.6), g
 
     Returns
     -------
-    ndarray, float32, same shape as ``images``
+    ndarray
+        The simulated scan, float32, in the shape of ``images``.
 
     Raises
     ------

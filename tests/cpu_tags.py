@@ -9,6 +9,7 @@ off), and every cell whose printed output changes there is CPU-dependent. A cell
 
     python tests/cpu_tags.py book/*.ipynb           # report the cells
     python tests/cpu_tags.py --apply book/*.ipynb   # and add the tag to them (never removes one)
+    python tests/cpu_tags.py --count book/*.ipynb   # cells with outputs nbval compares everywhere
 
 A perturbed run changes at least the digits another CPU changes in the cells it touches;
 a cell can still escape it (NumPy's float64 exp and log have AVX-512 kernels only, which
@@ -55,7 +56,7 @@ def perturbed_environment():
 def differing_cells(notebooks, env):
     """``{notebook: {"outputs": [code cell numbers], "errors": [...]}}`` under ``env``."""
     with tempfile.TemporaryDirectory() as tmp:
-        report = Path(tmp) / "junit.xml"
+        report = Path(tmp) / "junit.xml"  # pytest's report: which cells failed, and why
         subprocess.run(
             [sys.executable, "-m", "pytest", *map(str, notebooks), "--nbval", "--compare-outputs=all",
              "--nbval-current-env", "--nbval-cell-timeout=900", "--nbval-sanitize-with", "tests/nbval_sanitize.cfg",
@@ -67,7 +68,9 @@ def differing_cells(notebooks, env):
             if failure is None:
                 continue
             match = re.search(r"Cell (\d+)", case.get("name", ""))
-            notebook = case.get("classname", "").replace(".", "/") + ".ipynb"
+            classname = case.get("classname", "")  # "book.05_loss_functions.ipynb"
+            notebook = next(str(p) for p in notebooks if classname.endswith(Path(p).name) or
+                            classname.replace(".", "/").endswith(str(Path(p).with_suffix(""))))
             text = (failure.get("message") or "") + (failure.text or "")
             kind = "outputs" if "Cell outputs differ" in text else "errors"
             found.setdefault(notebook, {"outputs": [], "errors": []})[kind].append(int(match.group(1)))
@@ -75,7 +78,7 @@ def differing_cells(notebooks, env):
 
 
 def apply_tags(notebook, cells):
-    path = ROOT / notebook
+    path = Path(notebook)
     nb = json.loads(path.read_text())
     code = [cell for cell in nb["cells"] if cell["cell_type"] == "code"]
     for number in cells:
@@ -85,23 +88,41 @@ def apply_tags(notebook, cells):
     path.write_text(json.dumps(nb, indent=1, ensure_ascii=False) + "\n")
 
 
+def compared_counts(notebook):
+    """``(compared, with_outputs)``: code cells with outputs, and those of them nbval compares
+    on every machine (not tagged ``depends-on-cpu``, ``nbval-ignore-output`` or skipped)."""
+    nb = json.loads(Path(notebook).read_text())
+    cells = [c for c in nb["cells"] if c["cell_type"] == "code" and c.get("outputs")]
+    skipped = {TAG, "nbval-ignore-output", "nbval-skip"}
+    return sum(not skipped & set(c.get("metadata", {}).get("tags", [])) for c in cells), len(cells)
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("notebooks", nargs="+", type=Path)
     parser.add_argument("--apply", action="store_true", help=f"add the {TAG!r} tag to the cells found")
+    parser.add_argument("--count", action="store_true", help="only count the cells compared on every machine")
     args = parser.parse_args(argv)
     missing = [str(p) for p in args.notebooks if not p.is_file()]
     if missing:
         print(f"cpu_tags: error: no such notebook: {missing[0]}", file=sys.stderr)
         return 2
+    if args.count:
+        total = [0, 0]
+        for notebook in args.notebooks:
+            compared, cells = compared_counts(notebook)
+            total = [total[0] + compared, total[1] + cells]
+            print(f"{notebook.name}: {compared} of {cells} code cells with outputs compared on every machine")
+        print(f"book: {total[0]} of {total[1]} ({100 * total[0] / max(total[1], 1):.0f} %)")
+        return 0
     env = perturbed_environment()
     print("perturbed:", " ".join(f"{k}={v}" for k, v in env.items()))
     found = differing_cells(args.notebooks, env)
+    print(json.dumps(found))
     for notebook, kinds in sorted(found.items()):
         print(f"{notebook}: outputs differ in cells {kinds['outputs']}; failed in cells {kinds['errors']}")
         if args.apply and kinds["outputs"]:
             apply_tags(notebook, kinds["outputs"])
-    print(json.dumps(found))
     return 0
 
 
