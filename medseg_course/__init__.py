@@ -1,14 +1,15 @@
 """medseg_course: the pipeline taught by the course *CNNs for medical image segmentation*.
 
-Modules by pipeline stage, data flowing left to right; each imports only modules to its
-left (and ``utils``, which imports none)::
+Modules by pipeline stage. Each imports only modules on its own line or the lines above
+(``utils``, argument checks and safe writes, imports none)::
 
-    io (image, readers, writers) / data (phantoms, brain, datasets, downloads)
-      -> preprocessing -> models + losses -> training (augmentation, patches, runs)
-      -> inference (segment) -> postprocessing -> metrics / evaluation / viz
-
-``samples`` prepares training cases as ``inference.segment`` prepares images; ``cli`` only
-parses arguments and calls the package; ``environment`` sets up a reproducible session.
+    utils
+    image, scanner, deidentification, viz, stats, environment
+    readers, writers, io | phantoms, brain, datasets, downloads, data
+    preprocessing, postprocessing, metrics, boundaries, classical
+    models, losses | augmentation, patches, run_folder, runs, training
+    inference (load_run, segment) | samples | evaluation | recipes, experiments
+    cli (parses arguments, calls the package, reports errors in one line)
 
 Submodules are imported on first use (``mc.losses`` imports Keras, ``mc.metrics`` does
 not), so ``import medseg_course as mc`` is instant and starts no TensorFlow runtime.

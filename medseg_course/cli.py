@@ -10,7 +10,8 @@ reused without ``--overwrite`` or ``--resume``; Ctrl-C keeps the best model so f
 (PNG for photographs and PNG inputs, NIfTI otherwise); ``evaluate`` scores masks against
 references (``evaluation.score_case``), in millimetres where the files carry a spacing.
 This module parses arguments, calls the package and turns errors into one line on stderr
-(exit status 2); input folders are only ever read. Models load in Keras's ``safe_mode``;
+(exit status 2; 130 after Ctrl-C; 3 for a bug, "internal error"); input folders are only
+ever read. Models load in Keras's ``safe_mode``;
 legacy HDF5 and SavedModel files need ``--allow-legacy-model``.
 """
 
@@ -26,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from medseg_course import run_folder
-from medseg_course.inference import CONFIG_NAME, MODEL_NAME
+from medseg_course.run_folder import CONFIG_NAME, MODEL_NAME
 
 __all__ = ["main", "build_parser"]
 
@@ -163,7 +164,6 @@ def _cmd_predict(args):
     from medseg_course.datasets import prediction_inputs  # noqa: PLC0415
     from medseg_course.inference import load_run, segment  # noqa: PLC0415
     from medseg_course.io import image_suffix, read_image, write_mask  # noqa: PLC0415
-    from medseg_course.preprocessing import normalise_percentiles  # noqa: PLC0415
     from medseg_course.viz import save_overlay  # noqa: PLC0415
 
     given = Path(args.input)
@@ -191,8 +191,7 @@ def _cmd_predict(args):
         write_mask(mask, target, like=image, overwrite=args.overwrite)
         labels = image.to_slices(mask)
         middle = int(np.argmax(labels.reshape(len(labels), -1).sum(1)))
-        shown = normalise_percentiles(image.to_slices())[middle]
-        save_overlay(shown, None, labels[middle], out / "overlays" / f"{stem}.png", _printable(stem))
+        save_overlay(image.to_slices()[middle], None, labels[middle], out / "overlays" / f"{stem}.png", stem)
         written.append(str(target))
     print(json.dumps({"masks": written}))
     return 0

@@ -23,15 +23,13 @@ import numpy as np
 
 from medseg_course.io import MedicalImage, read_image
 from medseg_course.postprocessing import postprocess
+from medseg_course.run_folder import CONFIG_NAME, MODEL_NAME
 from medseg_course.preprocessing import fit_to_shape, normalise_percentiles, restore_shape
 from medseg_course.utils import check_array, check_positive
 
 __all__ = ["predict", "predict_sliding_window", "gaussian_weights", "TTA_FLIPS", "load_run", "segment",
            "predict_slices", "match_channels", "ModelLoadError", "MODEL_NAME", "CONFIG_NAME"]
 
-#: A run folder's model and the configuration that says how to prepare its inputs.
-MODEL_NAME = "model.keras"
-CONFIG_NAME = "config.json"
 #: Model formats that can run arbitrary code when loaded.
 LEGACY_MODEL_SUFFIXES = (".h5", ".hdf5", ".pb")
 
@@ -229,13 +227,12 @@ def load_run(model_path, allow_legacy=False):
         has no readable ``config.json``.
     """
     path = Path(model_path)
-    if path.is_dir() and not (path / MODEL_NAME).is_file() and (path / "saved_model.pb").is_file():
+    if path.is_dir() and not (path / MODEL_NAME).exists() and (path / "saved_model.pb").is_file():
         legacy = True  # a TensorFlow SavedModel folder
     else:
-        if path.is_dir():
+        if path.is_dir() and path.suffix.lower() != ".keras":
             path = path / MODEL_NAME
         legacy = path.suffix.lower() in LEGACY_MODEL_SUFFIXES
-    config_path = (path if path.is_dir() else path.parent) / CONFIG_NAME
     if not path.exists():
         raise ModelLoadError(f"{path}: no such model file. Point --model to RUN_DIR/model.keras from medseg-course train.")
     if legacy and not allow_legacy:
@@ -243,20 +240,15 @@ def load_run(model_path, allow_legacy=False):
             f"{path}: legacy model format ({path.suffix or 'SavedModel'}), which can run arbitrary code when loaded; "
             "re-save it as .keras, or pass --allow-legacy-model if you trust its source."
         )
-    if not legacy and (path.suffix.lower() != ".keras" or not path.is_file()):
+    if not legacy and path.is_dir():
+        raise ModelLoadError(f"{path}: a folder, not a .keras model file. Point --model to RUN_DIR/model.keras from "
+                             "medseg-course train.")
+    if not legacy and path.suffix.lower() != ".keras":
         raise ModelLoadError(f"{path}: not a .keras model file. Point --model to RUN_DIR/model.keras from medseg-course train.")
-    if not config_path.is_file():
-        raise ModelLoadError(f"{config_path}: missing; the model's run folder must keep config.json (it says how to preprocess).")
-    try:
-        config = json.loads(config_path.read_text(encoding="utf-8"))
-        for key in ("mode", "input_size", "channels", "num_classes"):
-            config[key]  # noqa: B018
-    except (OSError, ValueError, KeyError, TypeError) as err:
-        raise ModelLoadError(f"{config_path}: not a run configuration from medseg-course train "
-                             f"({type(err).__name__}: {err}).") from None
     if not legacy and not zipfile.is_zipfile(path):
         raise ModelLoadError(f"{path}: not a Keras model file (a .keras file is a zip archive; this one is not, or it "
                              "is truncated). Re-train or re-copy it.")
+    config = _read_config(path.parent if not path.is_dir() else path)
     import keras  # noqa: PLC0415
 
     import medseg_course.losses  # noqa: F401, PLC0415  (models saved by older code name the course's layers)
@@ -276,6 +268,28 @@ def load_run(model_path, allow_legacy=False):
         raise ModelLoadError(f"{path}: not a loadable Keras model ({type(err).__name__}: {first[:200]}). "
                              "Re-train or re-copy it.") from None
     return model, config
+
+
+def _read_config(folder):
+    """The run configuration beside a model, its four preprocessing keys checked."""
+    config_path = Path(folder) / CONFIG_NAME
+    if not config_path.is_file():
+        raise ModelLoadError(f"{config_path}: missing; the model's run folder must keep config.json (it says how to preprocess).")
+    try:
+        config = json.loads(config_path.read_text(encoding="utf-8"))
+        problem = None if isinstance(config, dict) else "not a JSON object"
+        if problem is None and config.get("mode") not in ("resize", "patch"):
+            problem = f"mode is {config.get('mode')!r}, not 'resize' or 'patch'"
+        for key in ("input_size", "channels", "num_classes"):
+            value = config.get(key) if problem is None else 1
+            if problem is None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+                problem = f"{key} is {value!r}, not a positive integer"
+    except (OSError, ValueError) as err:
+        problem = f"{type(err).__name__}: {err}"
+    if problem:
+        raise ModelLoadError(f"{config_path}: not a run configuration from medseg-course train ({problem}). "
+                             "Restore it from the run folder, or re-train.")
+    return config
 
 
 def match_channels(images, channels):
@@ -349,5 +363,7 @@ def segment(model, image, config, tta=False, clean=None):
     try:
         labels = predict_slices(model, config, slices, tta=tta, clean=clean)
     except ValueError as err:
+        if image.path is None:
+            raise
         raise ValueError(f"{image.path}: {err}") from None
     return image.from_slices(labels)

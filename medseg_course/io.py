@@ -25,7 +25,9 @@ NIfTI (.nii[.gz])  nibabel's array order (i, j, k)     header zooms, affine; ``c
 slices first (NIfTI's ``k`` axis, a DICOM series' slice axis; one slice for a 2D image), and
 ``slice_spacing_mm`` gives the spacing in that order; ``from_slices`` takes a label map back
 to the image's own grid for the writers. Errors are ``ImageReadError`` (a ``ValueError``)
-with one line naming the file, what is wrong and how to fix it.
+with one line naming the file, what is wrong and how to fix it, whatever the decoders raise on
+a damaged or hostile file; images whose header claims more than ``MAX_PIXELS`` values are
+refused before decoding (raise ``medseg_course.readers.MAX_PIXELS`` for larger ones).
 """
 
 from medseg_course.deidentification import PHI_ATTRIBUTES, anonymous_uid, deidentify
@@ -39,11 +41,12 @@ from medseg_course.image import (
     image_suffix,
     list_image_files,
 )
-from medseg_course.readers import read_dicom, read_dicom_series, read_image, read_nifti
+from medseg_course.readers import MAX_PIXELS, read_dicom, read_dicom_series, read_image, read_nifti
 from medseg_course.writers import write_mask, write_nifti, write_png
 
 __all__ = [
     "IMAGE_SUFFIXES",
+    "MAX_PIXELS",
     "RASTER_SUFFIXES",
     "NIFTI_SUFFIXES",
     "DICOM_SUFFIXES",

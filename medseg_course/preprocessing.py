@@ -468,10 +468,21 @@ def fit_to_shape(image, shape, is_mask=False):
     -------
     (ndarray, FitInfo)
         The fitted array, shape ``shape`` (+ channels), and what was done.
+
+    Raises
+    ------
+    ValueError
+        For an image so elongated that its short side would shrink below 2 pixels (a
+        32 x 1,000,000 strip, say), which would take minutes to resample into nothing.
     """
     arr = check_array(image, "image", ndim=(2, 3), dtype_kind="biuf")
     height, width = _size(shape)
     scale = min(height / arr.shape[0], width / arr.shape[1])
+    if min(arr.shape[:2]) * scale < 2:
+        raise ValueError(
+            f"an image of {arr.shape[0]}x{arr.shape[1]} pixels is too elongated to fit {height}x{width}: its short "
+            "side would shrink below 2 pixels. Crop it to the region of interest, or use patches (sliding window)."
+        )
     resized_shape = (max(1, round(arr.shape[0] * scale)), max(1, round(arr.shape[1] * scale)))
     resized = resize_mask(arr, resized_shape) if is_mask else resize_image(arr, resized_shape)
     top, left = (height - resized_shape[0]) // 2, (width - resized_shape[1]) // 2

@@ -1,11 +1,21 @@
 """Readers: PNG/JPEG/TIFF/BMP/GIF, DICOM files and series, NIfTI; each returns a ``MedicalImage``.
 
 Errors are ``ImageReadError`` (a ``ValueError``) with one line naming the file, what is
-wrong and how to fix it.
+wrong and how to fix it. Whatever the decoders (OpenCV, Pillow, nibabel, pydicom) raise on a
+damaged or hostile file becomes such an error, and the warnings they print are silenced.
+Before decoding, the readers compare the number of pixel values the header claims (width x
+height x channels, x slices or frames for volumes) with ``MAX_PIXELS`` and refuse larger
+images, so a file whose header lies cannot make them allocate more than that.
 """
 
 from __future__ import annotations
 
+import contextlib
+import logging
+import os
+import struct
+import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +26,7 @@ from medseg_course.image import (
     IMAGE_SUFFIXES,
     NIFTI_SUFFIXES,
     RASTER_SUFFIXES,
+    ImageReadError,
     MedicalImage,
     _check_link,
     _fail,
@@ -23,10 +34,86 @@ from medseg_course.image import (
 )
 from medseg_course.utils import import_cv2
 
-__all__ = ["read_image", "read_dicom", "read_dicom_series", "read_nifti"]
+__all__ = ["MAX_PIXELS", "read_image", "read_dicom", "read_dicom_series", "read_nifti"]
+
+#: The most pixel values (width x height x channels, times slices or frames) a reader decodes:
+#: 2**30, e.g. a 32768 x 32768 grey image or a 1024 x 1024 x 1024 volume, 1 GiB at 8 bits and
+#: 4 GiB as the float32 the pipeline converts it to. Larger images are refused from their
+#: header, before any pixel is decoded. Raise it (``medseg_course.readers.MAX_PIXELS = ...``) on a
+#: machine with the memory for more.
+MAX_PIXELS = 2**30
 
 # LPS (DICOM patient coordinates) -> RAS (NIfTI world coordinates).
 _LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
+
+
+def _detail(err):
+    """``Type: message`` of a decoder's exception, on one line and at most 200 characters."""
+    text = " ".join(str(err).split())
+    return f"{type(err).__name__}: {text[:200]}" if text else type(err).__name__
+
+
+def _check_pixel_count(path, dims):
+    """Refuse an image whose header claims more than ``MAX_PIXELS`` values, or none."""
+    dims = [int(d) for d in dims]
+    total = 1
+    for d in dims:
+        total *= d
+    shape = " x ".join(str(d) for d in dims)
+    if total > MAX_PIXELS:
+        _fail(path, f"the header claims {shape} = {total:,} pixel values, more than the readers' limit of "
+              f"{MAX_PIXELS:,} (medseg_course.readers.MAX_PIXELS)",
+              "Crop or downsample it, or raise medseg_course.readers.MAX_PIXELS on a machine with the memory for it")
+    if total <= 0:
+        _fail(path, f"the header claims an image of {shape} pixel values, which holds none",
+              "Re-export the file")
+
+
+@contextlib.contextmanager
+def _quiet_stderr():
+    """Send file descriptor 2 to the null device: libpng and libjpeg print their warnings
+    there directly ("Corrupt JPEG data: ..."), which would add lines to the one-line errors.
+    Other threads' writes to stderr are lost while a decoder runs."""
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError, AttributeError):  # no file descriptor 2 (an embedding host)
+        yield
+        return
+    try:
+        null = os.open(os.devnull, os.O_WRONLY)
+        try:
+            os.dup2(null, 2)
+        finally:
+            os.close(null)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+@contextlib.contextmanager
+def _decoding(path, what, fix="Re-export the file, or copy it again if it may be incomplete"):
+    """The boundary around a decoder: its warnings and log lines are silenced, and whatever it
+    raises becomes one ``ImageReadError`` naming ``path`` (``ImageReadError`` passes through)."""
+    loggers = [logging.getLogger("nibabel.global"), logging.getLogger("pydicom")]  # nibabel's prints to stderr
+    levels = [logger.level for logger in loggers]
+    try:
+        with warnings.catch_warnings(), _quiet_stderr():
+            warnings.simplefilter("ignore")
+            for logger in loggers:
+                logger.setLevel(logging.CRITICAL + 1)
+            yield
+    except ImageReadError:
+        raise
+    except MemoryError as err:
+        _fail(path, f"not enough memory to decode it ({_detail(err)})",
+              "Crop or downsample it, or read it on a machine with more memory")
+    except Exception as err:  # noqa: BLE001 -- decoders raise anything on damaged input (zlib, struct, cv2, ...)
+        _fail(path, f"not a readable {what} ({_detail(err)})", fix)
+    finally:
+        for logger, level in zip(loggers, levels):
+            logger.setLevel(level)
 
 
 def read_image(path, canonical=False):
@@ -77,19 +164,117 @@ def _has_dicom_preamble(path):
     return len(head) == 132 and head[128:132] == b"DICM"
 
 
+def _jpeg_size(handle):
+    """(width, height, channels) from a JPEG's start-of-frame segment."""
+    handle.seek(2)
+    skipped = 0
+    for _ in range(100_000):
+        byte = handle.read(1)
+        if not byte:
+            raise ValueError("no frame header before the end of the file")
+        if byte != b"\xff":
+            skipped += 1  # stray bytes between segments (libjpeg skips them too)
+            if skipped > 65536:
+                raise ValueError("no JPEG segment structure")
+            continue
+        marker = handle.read(1)
+        while marker == b"\xff":  # fill bytes
+            marker = handle.read(1)
+        if not marker:
+            raise ValueError("no frame header before the end of the file")
+        code = marker[0]
+        if code in (0x00, 0x01, 0xD8) or 0xD0 <= code <= 0xD7:  # stuffed zero, TEM, SOI, RSTn: no length
+            continue
+        if code in (0xD9, 0xDA):
+            raise ValueError("no frame header before the image data")
+        (length,) = struct.unpack(">H", handle.read(2))
+        if 0xC0 <= code <= 0xCF and code not in (0xC4, 0xC8, 0xCC):  # SOFn (not DHT, JPG, DAC)
+            _, height, width, channels = struct.unpack(">BHHB", handle.read(6))
+            return width, height, channels
+        if length < 2:
+            raise ValueError(f"a segment length of {length}")
+        handle.seek(length - 2, os.SEEK_CUR)
+    raise ValueError("too many segments")
+
+
+def _tiff_size(handle, head):
+    """(width, height, channels) from the first image directory of a TIFF or BigTIFF."""
+    order = "<" if head[:2] == b"II" else ">"
+    big = head[2:4] in (b"+\x00", b"\x00+")
+    count_format, entry_size, offset_format = ("Q", 20, "Q") if big else ("H", 12, "I")
+    (offset,) = struct.unpack(order + offset_format, head[8:16] if big else head[4:8])
+    handle.seek(offset)
+    (count,) = struct.unpack(order + count_format, handle.read(struct.calcsize(count_format)))
+    if count > 4096:
+        raise ValueError(f"an image directory of {count} entries")
+    entries = handle.read(count * entry_size)
+    tags = {}
+    for i in range(count):
+        entry = entries[i * entry_size : (i + 1) * entry_size]
+        tag, kind = struct.unpack(order + "HH", entry[:4])
+        value = entry[12:] if big else entry[8:]
+        if kind == 3:  # SHORT
+            tags[tag] = struct.unpack(order + "H", value[:2])[0]
+        elif kind == 4:  # LONG
+            tags[tag] = struct.unpack(order + "I", value[:4])[0]
+        elif kind == 16 and big:  # LONG8
+            tags[tag] = struct.unpack(order + "Q", value[:8])[0]
+    if 256 not in tags or 257 not in tags:
+        raise ValueError("no image width or length in the TIFF header")
+    return tags[256], tags[257], tags.get(277, 1)
+
+
+def _raster_size(path):
+    """(format, width, height, channels) as the header of a PNG, JPEG, TIFF, BMP or GIF file says
+    (read from the contents, not the suffix); ``None`` for other contents. Raises
+    ``ValueError``, ``struct.error`` or ``OSError`` for a header that is cut short or damaged."""
+    with open(path, "rb") as handle:
+        head = handle.read(32)
+        if head.startswith(b"\x89PNG\r\n\x1a\n"):
+            if head[12:16] != b"IHDR":
+                raise ValueError("the PNG header (IHDR) is missing")
+            width, height, _, colour = struct.unpack(">IIBB", head[16:26])
+            return "PNG", width, height, {0: 1, 2: 3, 3: 3, 4: 2, 6: 4}.get(colour, 4)
+        if head.startswith(b"\xff\xd8"):
+            return ("JPEG", *_jpeg_size(handle))
+        if head[:4] in (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+"):
+            return ("TIFF", *_tiff_size(handle, head))
+        if head.startswith(b"BM"):
+            (info_size,) = struct.unpack("<I", head[14:18])
+            if info_size == 12:  # OS/2 BITMAPCOREHEADER
+                width, height, _, bits = struct.unpack("<HHHH", head[18:26])
+            else:
+                width, height, _, bits = struct.unpack("<iiHH", head[18:30])
+            return "BMP", abs(width), abs(height), 4 if bits == 32 else 3
+        if head[:6] in (b"GIF87a", b"GIF89a"):
+            width, height = struct.unpack("<HH", head[6:10])
+            return "GIF", width, height, 3
+    return None
+
+
 def _read_raster(path):
     cv2 = import_cv2()
-    if image_suffix(path) == ".gif":
+    try:
+        size = _raster_size(path)
+    except (ValueError, struct.error, OSError, OverflowError) as err:
+        _fail(path, f"not a readable image (truncated or corrupt?: {_detail(err)})", "Re-export the file")
+    if size is None:
+        _fail(path, "not a readable image (truncated or corrupt?): its contents are not PNG, JPEG, TIFF, BMP or GIF",
+              "Re-export it in one of these formats")
+    kind, width, height, channels = size
+    _check_pixel_count(path, (height, width, channels))
+    if kind == "GIF":  # OpenCV builds need not decode GIF
         pixels = _read_gif(path)
     else:
-        buffer = np.fromfile(path, dtype=np.uint8)  # np.fromfile copes with non-ASCII paths
-        pixels = cv2.imdecode(buffer, cv2.IMREAD_UNCHANGED)
-        if pixels is None:
+        with _decoding(path, "image"):
+            buffer = np.fromfile(path, dtype=np.uint8)  # np.fromfile copes with non-ASCII paths
+            pixels = cv2.imdecode(buffer, cv2.IMREAD_UNCHANGED)
+            if pixels is not None and pixels.ndim == 3:
+                if pixels.shape[2] == 4:  # drop alpha
+                    pixels = pixels[..., :3]
+                pixels = cv2.cvtColor(pixels, cv2.COLOR_BGR2RGB) if pixels.shape[2] == 3 else pixels[..., 0]
+        if pixels is None or pixels.size == 0:
             _fail(path, "not a readable image (truncated or corrupt?)", "Re-export the file")
-        if pixels.ndim == 3:
-            if pixels.shape[2] == 4:  # drop alpha
-                pixels = pixels[..., :3]
-            pixels = cv2.cvtColor(pixels, cv2.COLOR_BGR2RGB) if pixels.shape[2] == 3 else pixels[..., 0]
     if pixels.ndim == 3 and np.all(pixels[..., 0] == pixels[..., 1]) and np.all(pixels[..., 1] == pixels[..., 2]):
         pixels = pixels[..., 0]  # grey stored as RGB
     if pixels.dtype.kind == "f" and not np.all(np.isfinite(pixels)):
@@ -103,28 +288,79 @@ def _read_raster(path):
 
 
 def _read_gif(path):
-    from PIL import Image, UnidentifiedImageError  # noqa: PLC0415
+    from PIL import Image  # noqa: PLC0415
 
-    try:
-        with Image.open(path) as image:
-            image.seek(0)
-            converted = image.convert("RGB") if image.mode not in ("L", "1") else image.convert("L")
-            return np.asarray(converted)
-    except (UnidentifiedImageError, OSError) as err:
-        _fail(path, f"not a readable GIF ({err})", "Re-export the file")
+    with _decoding(path, "GIF"):
+        try:
+            with Image.open(path) as image:
+                image.seek(0)
+                converted = image.convert("RGB") if image.mode not in ("L", "1") else image.convert("L")
+                return np.asarray(converted)
+        except Image.DecompressionBombError as err:  # a frame larger than the screen the header declares
+            _fail(path, f"the GIF is too large to decode ({_detail(err)})", "Crop or downsample it")
 
 
 # --------------------------------------------------------------------------- DICOM
 
 
-def _dicom_affine(dataset, slice_step_mm=None):
+def _dicom_numbers(dataset, keyword, path, count, default):
+    """The ``count`` finite numbers of a DICOM attribute, ``default`` when it is absent or empty;
+    an attribute holding anything else fails, naming it."""
+    from pydicom.multival import MultiValue  # noqa: PLC0415
+
+    if keyword not in dataset:
+        return default
+    value = dataset[keyword].value
+    if value is None or (isinstance(value, (str, bytes, list, MultiValue)) and len(value) == 0):
+        return default
+    values = list(value) if isinstance(value, (MultiValue, list, tuple)) else [value]
+    try:
+        numbers = tuple(float(v) for v in values)
+    except (TypeError, ValueError):
+        numbers = ()
+    if len(numbers) != count or not np.all(np.isfinite(numbers)):
+        shown = "\\".join(str(v) for v in values)
+        _fail(path, f"the DICOM attribute {keyword} holds {shown[:60]!r}, not {count} finite number(s)",
+              "Fix the header (e.g. with pydicom) or re-export the file")
+    return numbers
+
+
+def _dicom_int(dataset, keyword, path, default):
+    (number,) = _dicom_numbers(dataset, keyword, path, 1, (default,))
+    if number != int(number):
+        _fail(path, f"the DICOM attribute {keyword} holds {number}, not a whole number", "Fix the header or re-export the file")
+    return int(number)
+
+
+def _dicom_spacing(dataset, path):
+    spacing = _dicom_numbers(dataset, "PixelSpacing", path, 2, (1.0, 1.0))
+    if min(spacing) <= 0:
+        _fail(path, f"the DICOM attribute PixelSpacing holds {spacing}, not two positive sizes in mm",
+              "Fix the header or re-export the file")
+    return spacing
+
+
+def _lenient_float(dataset, keyword):
+    """A descriptive number (SliceThickness, a window), or ``None`` where it is absent or not a number."""
+    from pydicom.multival import MultiValue  # noqa: PLC0415
+
+    try:
+        value = dataset.get(keyword)
+        value = value[0] if isinstance(value, (MultiValue, list, tuple)) else value  # several windows: the first
+        number = float(value)
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return None
+    return number if np.isfinite(number) else None
+
+
+def _dicom_affine(dataset, path, slice_step_mm=None):
     """4x4 RAS affine for index (row, column, slice) from a DICOM dataset's geometry."""
-    orientation = np.asarray(getattr(dataset, "ImageOrientationPatient", [1, 0, 0, 0, 1, 0]), float)
-    position = np.asarray(getattr(dataset, "ImagePositionPatient", [0, 0, 0]), float)
-    row_mm, col_mm = (float(v) for v in getattr(dataset, "PixelSpacing", [1, 1]))
+    orientation = np.asarray(_dicom_numbers(dataset, "ImageOrientationPatient", path, 6, (1, 0, 0, 0, 1, 0)), float)
+    position = np.asarray(_dicom_numbers(dataset, "ImagePositionPatient", path, 3, (0, 0, 0)), float)
+    row_mm, col_mm = _dicom_spacing(dataset, path)
     along_row, along_col = orientation[:3], orientation[3:]  # direction of increasing column, row
     normal = np.cross(along_row, along_col)
-    step = float(slice_step_mm or getattr(dataset, "SliceThickness", 1) or 1)
+    step = float(slice_step_mm or _lenient_float(dataset, "SliceThickness") or 1)
     lps = np.eye(4)
     lps[:3, 0] = along_col * row_mm  # index 0: row
     lps[:3, 1] = along_row * col_mm  # index 1: column
@@ -137,17 +373,24 @@ def _dicom_pixels(dataset, path):
     if "PixelData" not in dataset:
         _fail(path, "DICOM file has no pixel data (a report, structure set or DICOMDIR?)",
               "Point to the image files of the series")
+    dims = [max(1, _dicom_int(dataset, "NumberOfFrames", path, 1)), _dicom_int(dataset, "Rows", path, 0),
+            _dicom_int(dataset, "Columns", path, 0), max(1, _dicom_int(dataset, "SamplesPerPixel", path, 1))]
+    _check_pixel_count(path, dims)
     try:
         pixels = dataset.pixel_array
     except Exception as err:  # pydicom raises many types for codecs and truncation
         if "less than expected" in str(err):
             _fail(path, f"the DICOM pixel data is shorter than its header says ({err})",
                   "The file is truncated (an interrupted copy or transfer?): copy or export it again")
-        _fail(path, f"cannot decode the DICOM pixel data ({type(err).__name__}: {err})",
+        _fail(path, f"cannot decode the DICOM pixel data ({_detail(err)})",
               "Install the codec it names (e.g. pylibjpeg) or re-export uncompressed")
-    slope = float(getattr(dataset, "RescaleSlope", 1) or 1)
-    intercept = float(getattr(dataset, "RescaleIntercept", 0) or 0)
-    return pixels.astype(np.float32) * slope + intercept
+    (slope,) = _dicom_numbers(dataset, "RescaleSlope", path, 1, (1.0,))
+    (intercept,) = _dicom_numbers(dataset, "RescaleIntercept", path, 1, (0.0,))
+    pixels = pixels.astype(np.float32) * (slope or 1) + intercept
+    if not np.all(np.isfinite(pixels)):
+        _fail(path, f"RescaleSlope {slope:g} and RescaleIntercept {intercept:g} take the pixels beyond float32",
+              "Fix the header's rescale values or re-export the file")
+    return pixels
 
 
 def read_dicom(path):
@@ -166,51 +409,47 @@ def read_dicom(path):
         ``pixels`` (H, W) float32; ``spacing_mm`` (row, column) from PixelSpacing;
         ``affine`` for (row, column, 0); ``metadata`` with ``units``, ``modality``,
         ``slice_thickness_mm``, ``position_mm``, ``window`` (centre, width) when present.
+
+    Raises
+    ------
+    ImageReadError
+        A file that is not DICOM or is damaged, pixel data that cannot be decoded, more than
+        ``MAX_PIXELS`` values, or geometry attributes that are not numbers.
     """
     import pydicom  # noqa: PLC0415
-    from pydicom.errors import InvalidDicomError  # noqa: PLC0415
 
     path = Path(path)
-    try:
+    with _decoding(path, "DICOM file"):
         dataset = pydicom.dcmread(path)
-    except (InvalidDicomError, EOFError, OSError, ValueError, KeyError) as err:
-        _fail(path, f"not a readable DICOM file ({type(err).__name__})", "Re-export the file")
-    pixels = _dicom_pixels(dataset, path)
-    if pixels.ndim != 2:
-        _fail(path, f"DICOM pixel data has shape {pixels.shape}, expected one 2D frame",
-              "Split multi-frame or colour DICOM into single greyscale frames")
-    return MedicalImage(
-        pixels=pixels,
-        spacing_mm=tuple(float(v) for v in getattr(dataset, "PixelSpacing", [1, 1])),
-        affine=_dicom_affine(dataset),
-        path=path,
-        format="dicom",
-        metadata=_dicom_metadata(dataset),
-    )
+        pixels = _dicom_pixels(dataset, path)
+        if pixels.ndim != 2:
+            _fail(path, f"DICOM pixel data has shape {pixels.shape}, expected one 2D frame",
+                  "Split multi-frame or colour DICOM into single greyscale frames")
+        return MedicalImage(
+            pixels=pixels,
+            spacing_mm=_dicom_spacing(dataset, path),
+            affine=_dicom_affine(dataset, path),
+            path=path,
+            format="dicom",
+            metadata=_dicom_metadata(dataset, path),
+        )
 
 
-def _dicom_metadata(dataset):
-    modality = str(getattr(dataset, "Modality", ""))
+def _dicom_metadata(dataset, path):
+    modality = str(dataset.get("Modality", ""))
     meta = {
         "modality": modality,
-        "units": "HU" if modality == "CT" else str(getattr(dataset, "RescaleType", "")) or "rescaled",
-        "slice_thickness_mm": float(getattr(dataset, "SliceThickness", 0) or 0) or None,
-        "position_mm": tuple(float(v) for v in getattr(dataset, "ImagePositionPatient", [])) or None,
+        "units": "HU" if modality == "CT" else str(dataset.get("RescaleType", "")) or "rescaled",
+        "slice_thickness_mm": _lenient_float(dataset, "SliceThickness") or None,
+        "position_mm": _dicom_numbers(dataset, "ImagePositionPatient", path, 3, None),
         # a hashed stand-in: slices of one series still share it, the original UID stays private
-        "series_uid": anonymous_uid(str(getattr(dataset, "SeriesInstanceUID", ""))),
+        "series_uid": anonymous_uid(str(dataset.get("SeriesInstanceUID", ""))),
         "deidentified": True,
     }
-    centre, width = getattr(dataset, "WindowCenter", None), getattr(dataset, "WindowWidth", None)
+    centre, width = _lenient_float(dataset, "WindowCenter"), _lenient_float(dataset, "WindowWidth")
     if centre is not None and width is not None:
-        meta["window"] = (_first_value(centre), _first_value(width))
+        meta["window"] = (centre, width)
     return meta
-
-
-def _first_value(value):
-    """A DICOM number that may be multi-valued (several windows): the first one."""
-    from pydicom.multival import MultiValue  # noqa: PLC0415
-
-    return float(value[0]) if isinstance(value, (MultiValue, list, tuple)) else float(value)
 
 
 def read_dicom_series(folder):
@@ -238,29 +477,33 @@ def read_dicom_series(folder):
         slice positions.
     """
     import pydicom  # noqa: PLC0415
-    from pydicom.errors import InvalidDicomError  # noqa: PLC0415
 
     folder = Path(folder)
     files = sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith("."))
     datasets = []
     for file in files:
         try:
-            datasets.append((file, pydicom.dcmread(file)))
-        except (InvalidDicomError, EOFError, OSError, ValueError, KeyError):
+            with _decoding(file, "DICOM file"):
+                datasets.append((file, pydicom.dcmread(file)))
+        except ImageReadError:
             continue  # non-DICOM files (README, DICOMDIR index) are skipped
-    datasets = [(f, d) for f, d in datasets if "PixelData" in d]
+    with _decoding(folder, "DICOM series"):
+        return _stack_series(folder, [(f, d) for f, d in datasets if "PixelData" in d])
+
+
+def _stack_series(folder, datasets):
     if not datasets:
         _fail(folder, "no DICOM images found in the folder", "Point to the folder that holds the .dcm files of one series")
-    series = {str(getattr(d, "SeriesInstanceUID", "")) for _, d in datasets}
+    series = {str(d.get("SeriesInstanceUID", "")) for _, d in datasets}
     if len(series) > 1:
         _fail(folder, f"the folder mixes {len(series)} DICOM series",
               "Put each series (SeriesInstanceUID) in a folder of its own")
-    first = datasets[0][1]
-    orientation = np.asarray(getattr(first, "ImageOrientationPatient", [1, 0, 0, 0, 1, 0]), float)
+    first_file, first = datasets[0]
+    orientation = np.asarray(_dicom_numbers(first, "ImageOrientationPatient", first_file, 6, (1, 0, 0, 0, 1, 0)), float)
     normal = np.cross(orientation[:3], orientation[3:])
     positions = np.array(
-        [float(np.dot(normal, np.asarray(getattr(d, "ImagePositionPatient", [0, 0, i]), float)))
-         for i, (_, d) in enumerate(datasets)]
+        [float(np.dot(normal, np.asarray(_dicom_numbers(d, "ImagePositionPatient", f, 3, (0, 0, i)), float)))
+         for i, (f, d) in enumerate(datasets)]
     )
     order = np.argsort(positions, kind="stable")
     positions = positions[order]
@@ -273,15 +516,19 @@ def read_dicom_series(folder):
         if slices and pixels.shape != slices[0].shape:
             _fail(file, f"slice shape {pixels.shape} differs from {slices[0].shape}", "Keep one series per folder")
         slices.append(pixels)
+        _check_pixel_count(folder, (len(slices), *pixels.shape))
+    if slices[0].ndim != 2:
+        _fail(datasets[order[0]][0], f"DICOM pixel data has shape {slices[0].shape}, expected one 2D frame",
+              "Split multi-frame or colour DICOM into single greyscale frames")
     step = float(np.median(np.diff(positions))) if len(positions) > 1 else float(
-        getattr(first, "SliceThickness", 1) or 1
+        _lenient_float(first, "SliceThickness") or 1
     )
-    ordered_first = datasets[order[0]][1]
-    affine_rcs = _dicom_affine(ordered_first, slice_step_mm=step)
+    ordered_file, ordered_first = datasets[order[0]]
+    affine_rcs = _dicom_affine(ordered_first, ordered_file, slice_step_mm=step)
     # Array order is (slice, row, column): permute the affine's index columns to match.
     affine = affine_rcs[:, [2, 0, 1, 3]]
-    row_mm, col_mm = (float(v) for v in getattr(first, "PixelSpacing", [1, 1]))
-    meta = _dicom_metadata(ordered_first)
+    row_mm, col_mm = _dicom_spacing(first, first_file)
+    meta = _dicom_metadata(ordered_first, ordered_file)
     meta["num_slices"] = len(slices)
     return MedicalImage(
         pixels=np.stack(slices).astype(np.float32),
@@ -316,33 +563,44 @@ def read_nifti(path, canonical=False):
     Raises
     ------
     ImageReadError
-        A truncated or corrupt file, or NaN/Inf voxels.
+        A truncated or corrupt file, NaN/Inf voxels, more than ``MAX_PIXELS`` voxels, colour
+        or complex voxels, or a header whose voxel size or orientation is not finite.
     """
     import nibabel as nib  # noqa: PLC0415
 
     path = Path(path)
-    try:
+    with _decoding(path, "NIfTI file", "Re-export it, or check it is complete (a truncated download?)"):
         image = nib.load(str(path))
+        shape = tuple(image.shape)
+        if not 2 <= len(shape) <= 4:
+            _fail(path, f"the volume has {len(shape)} dimensions {shape}; expected 2D, 3D or 4D (3D plus channels)",
+                  "Split time series or other extra axes into separate files" if len(shape) > 4 else "Re-export the file")
+        _check_pixel_count(path, shape)
+        kind = image.get_data_dtype().kind
+        if kind not in "biuf":
+            _fail(path, f"voxels of type {image.get_data_dtype()} (colour or complex), not grey levels",
+                  "Convert it to a grey-level (integer or float) volume")
+        zooms = tuple(float(z) for z in image.header.get_zooms()[:3])
+        affine = np.asarray(image.affine, dtype=float)
+        if not (np.all(np.isfinite(zooms)) and np.all(np.isfinite(affine))) or None in nib.aff2axcodes(affine):
+            _fail(path, f"the header's voxel size ({', '.join(f'{z:g}' for z in zooms)}) or orientation (affine) is "
+                  "not finite or is degenerate", "Fix the header (qform/sform, pixdim) or re-export the file")
         if canonical:
             image = nib.as_closest_canonical(image)
+            affine = np.asarray(image.affine, dtype=float)
+            zooms = tuple(float(z) for z in image.header.get_zooms()[:3])
         data = np.asanyarray(image.dataobj)
-    except Exception as err:  # nibabel raises ImageFileError, EOFError, zlib errors, ...
-        _fail(path, f"not a readable NIfTI file ({type(err).__name__}: {err})",
-              "Re-export it, or check it is complete (a truncated download?)")
-    if data.ndim > 4:
-        _fail(path, f"the volume has {data.ndim} dimensions {data.shape}; expected 2D, 3D or 4D (3D plus channels)",
-              "Split time series or other extra axes into separate files")
-    if data.dtype.kind == "f" and not np.all(np.isfinite(data)):
-        bad = int(data.size - np.count_nonzero(np.isfinite(data)))
-        _fail(path, f"{bad} voxel(s) are NaN or infinite", "Clean the volume (e.g. set them to 0) before using it")
-    if data.dtype.kind == "f" or data.dtype.itemsize > 2:
-        data = data.astype(np.float32) if data.dtype.kind == "f" else data
-    zooms = tuple(float(z) for z in image.header.get_zooms()[:3])
+        orientation = "".join(nib.aff2axcodes(affine))
+        if data.dtype.kind == "f":
+            data = data.astype(np.float32)  # values beyond float32 (a huge scl_slope) become infinite here
+            if not np.all(np.isfinite(data)):
+                bad = int(data.size - np.count_nonzero(np.isfinite(data)))
+                _fail(path, f"{bad} voxel(s) are NaN or infinite", "Clean the volume (e.g. set them to 0) before using it")
     return MedicalImage(
         pixels=data,
         spacing_mm=zooms,
-        affine=np.asarray(image.affine, dtype=float),
+        affine=affine,
         path=path,
         format="nifti",
-        metadata={"orientation": "".join(nib.aff2axcodes(image.affine)), "shape": data.shape},
+        metadata={"orientation": orientation, "shape": data.shape},
     )

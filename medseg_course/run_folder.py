@@ -13,10 +13,12 @@ from pathlib import Path
 
 from medseg_course.utils import atomic_path
 
-__all__ = ["RUN_FILES", "RESUME_KEYS", "RunFolderError", "check_run_folder", "clear_run_folder", "check_resumable",
+__all__ = ["CONFIG_NAME", "MODEL_NAME", "RUN_FILES", "RESUME_KEYS", "RunFolderError", "check_run_folder", "clear_run_folder", "check_resumable",
            "epochs_logged", "write_json"]
 
+#: A run folder's configuration (how inputs were prepared) and its model.
 CONFIG_NAME = "config.json"
+MODEL_NAME = "model.keras"
 #: What ``train`` writes into a run folder (``--overwrite`` deletes these and nothing else).
 RUN_FILES = ("config.json", "log.csv", "model.keras", "best.keras", "resume.npz", "metrics.json", "overlays")
 #: Settings that must match for ``--resume`` to continue a run.

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import signal
 import threading
+import weakref
 from pathlib import Path
 
 import keras
@@ -153,9 +154,18 @@ def save_model(model, path):
     """Save ``model`` as ``path`` (``.keras``) in the form plain Keras loads (``models.portable``:
     Keras's own layers, not compiled), atomically: a run killed while it is being written
     leaves the previous file or the complete new one, never a truncated zip."""
+    twin = _PORTABLE_TWINS.get(model)
+    if twin is None:  # cloning costs about as much as saving: once per model, then copy weights
+        twin = _PORTABLE_TWINS[model] = portable(model)
+    else:
+        twin.set_weights(model.get_weights())
     with atomic_path(path, suffix=".keras") as tmp:
-        portable(model).save(tmp)
+        twin.save(tmp)
     return Path(path)
+
+
+#: ``models.portable`` copy of each model ``save_model`` has saved (dropped with the model).
+_PORTABLE_TWINS = weakref.WeakKeyDictionary()
 
 
 def _checkpoint_bytes(model):

@@ -1,7 +1,7 @@
 """From cases to training samples, as ``medseg-course train`` prepares them.
 
 A case (an image with its mask, from ``data.load_paired_folders``, ``data.load_msd`` or the
-built-in sources) becomes normalised slices, slices first (``case_slices``). ``choose_mode``
+built-in sources) becomes normalised slices, slices first (``prepare_case``). ``choose_mode``
 picks between resizing whole slices into the model's input and sampling patches at native
 resolution; ``training_arrays`` makes the arrays a model trains on. ``inference.segment``
 prepares images the same way, so a model sees at prediction what it saw in training.

@@ -183,13 +183,16 @@ def plot_history(history, metrics=("loss", "dice"), title=None):
 def save_overlay(image, truth, prediction, path, title=None):
     """Write ``overlay(image, truth, prediction)`` to an image file (PNG by ``path``'s suffix).
 
-    ``image`` may carry a channel axis ``(H, W, 1)``. Drawn on its own ``Figure``, without
-    pyplot, so it neither needs a display nor changes a notebook's backend.
+    ``image`` may carry a channel axis: one channel, RGB, or several (an MR scan's sequences;
+    the first is shown). Drawn on its own ``Figure``, without pyplot, so it neither needs a
+    display nor changes a notebook's backend.
     """
     from matplotlib.figure import Figure  # noqa: PLC0415
 
     image = np.asarray(image)
-    display = image[..., 0] if image.ndim == 3 and image.shape[-1] == 1 else image
+    display = image[..., 0] if image.ndim == 3 and image.shape[-1] != 3 else image  # grey, or a multi-channel scan's first
+    if title is not None:  # file names need not be UTF-8: escape what cannot be drawn
+        title = str(title).encode("utf-8", "backslashreplace").decode("utf-8")
     figure = Figure(figsize=(4, 4))
     overlay(display, truth, prediction, ax=figure.subplots(), title=title)
     figure.savefig(path, dpi=80, bbox_inches="tight")

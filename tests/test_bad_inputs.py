@@ -543,6 +543,18 @@ def test_cli_predict_folders_and_models(trained_run, tmp_path, capsys):
     (models / "bad_config" / "config.json").write_text('{"mode": "resize"')
     cases["broken config.json"] = ("--model", models / "bad_config", models / "bad_config" / "config.json",
                                    r"not a run configuration")
+    write(models / "null_size" / "model.keras", (trained_run / "model.keras").read_bytes())
+    config = json.loads((trained_run / "config.json").read_text())
+    (models / "null_size" / "config.json").write_text(json.dumps({**config, "input_size": None}))
+    cases["config.json without an input size"] = ("--model", models / "null_size", models / "null_size" / "config.json",
+                                                   r"input_size is None, not a positive integer")
+    (models / "folder" / "model.keras").mkdir(parents=True)
+    (models / "folder" / "config.json").write_text((trained_run / "config.json").read_text())
+    cases["model.keras is a folder"] = ("--model", models / "folder", models / "folder" / "model.keras",
+                                        r"a folder, not a \.keras model file")
+    write(models / "png_no_config" / "model.keras", png(grey))
+    cases["an image renamed model.keras"] = ("--model", models / "png_no_config" / "model.keras",
+                                             models / "png_no_config" / "model.keras", r"not a Keras model file")
     # a real .keras file with a Lambda layer: its Python bytecode would run on load without safe_mode
     import keras
 
