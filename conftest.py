@@ -8,9 +8,42 @@ the CPU's instruction set, oneDNN or the thread count, carry the cell tag ``depe
 numbers are compared only with ``--compare-outputs=all``, for the machine that executed the
 committed outputs. The tag is found by running the chapters under arithmetic that rounds
 differently (``make cpu-tags``); a cell whose output changed there is tagged.
+
+The committed outputs come from an AVX2 CPU. On a CPU with AVX-512, NumPy, OpenBLAS and
+OpenCV would pick wider kernels, which add in another order, for the untagged cells too; so
+there the notebook kernels run them with their AVX2 kernels (``avx2_kernels``: NumPy's
+``X86_V4``/AVX-512 targets off, OpenBLAS's Haswell kernels, OpenCV without AVX-512).
+TensorFlow's oneDNN is left alone: the cells it changes are tagged, and capping it would
+slow every training by about 17 %.
 """
 
+import os
+from pathlib import Path
+
 CPU_TAG = "depends-on-cpu"
+
+
+def avx2_kernels():
+    """Environment for NumPy, OpenBLAS and OpenCV to use AVX2 kernels on an AVX-512 CPU
+    (empty elsewhere, and for variables already set)."""
+    try:
+        flags = set(next((line.split(":", 1)[1].split() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                          if line.startswith("flags")), []))
+    except OSError:
+        return {}
+    if "avx512f" not in flags:
+        return {}
+    env = {"OPENBLAS_CORETYPE": "Haswell"}
+    try:
+        from numpy._core._multiarray_umath import __cpu_dispatch__, __cpu_features__
+    except ImportError:  # another NumPy layout: leave its kernels alone
+        __cpu_dispatch__, __cpu_features__ = (), {}
+    wide = [f for f in __cpu_dispatch__ if f in ("X86_V4", "AVX512_ICL", "AVX512_SPR") and __cpu_features__.get(f)]
+    if wide:
+        env["NPY_DISABLE_CPU_FEATURES"] = " ".join(wide)
+    if {"avx512bw", "avx512dq", "avx512vl", "avx512cd"} <= flags:
+        env["OPENCV_CPU_DISABLE"] = "AVX512-SKX"
+    return {key: value for key, value in env.items() if key not in os.environ}
 
 
 def pytest_addoption(parser):
@@ -19,6 +52,14 @@ def pytest_addoption(parser):
         help=f"portable (default): compare every notebook output except those of cells tagged {CPU_TAG!r}, "
              "whose digits depend on the CPU; all: compare those too (on the machine that recorded them)",
     )
+
+
+def pytest_configure(config):
+    option = config.option
+    if getattr(option, "nbval", False) and not getattr(option, "nbval_lax", False):
+        caps = avx2_kernels()
+        os.environ.update(caps)  # notebook kernels inherit this process's environment
+        config._medseg_caps = caps
 
 
 def pytest_collection_modifyitems(config, items):
@@ -43,8 +84,11 @@ def pytest_collection_modifyitems(config, items):
 
 
 def pytest_report_header(config):
+    if not getattr(config.option, "nbval", False):
+        return []
+    caps = getattr(config, "_medseg_caps", {})
     return ["notebook outputs: cells tagged 'depends-on-cpu' run and assert but are compared only with "
-            "--compare-outputs=all"] if getattr(config.option, "nbval", False) else []
+            "--compare-outputs=all" + (f"; AVX2 kernels for NumPy/OpenBLAS/OpenCV ({', '.join(caps)})" if caps else "")]
 
 
 def pytest_terminal_summary(terminalreporter, config):

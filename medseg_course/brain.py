@@ -14,7 +14,7 @@ from scipy import ndimage
 
 from medseg_course.utils import check_array, check_positive
 
-__all__ = ["MNI152_TARGETS", "SliceSet", "load_mni152_slices", "add_simulated_head", "slab_split"]
+__all__ = ["MNI152_TARGETS", "MNI152_TISSUE_CLASSES", "SliceSet", "load_mni152_slices", "add_simulated_head", "slab_split"]
 
 
 #: Targets of ``load_mni152_slices``.

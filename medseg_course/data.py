@@ -15,7 +15,14 @@ Images are channels-last float32 ``(N, H, W, 1)``; binary masks are float32
 ``(N, H, W, 1)`` in {0, 1}, multi-class masks are uint8 labels ``(N, H, W)``.
 """
 
-from medseg_course.brain import MNI152_TARGETS, SliceSet, add_simulated_head, load_mni152_slices, slab_split
+from medseg_course.brain import (
+    MNI152_TARGETS,
+    MNI152_TISSUE_CLASSES,
+    SliceSet,
+    add_simulated_head,
+    load_mni152_slices,
+    slab_split,
+)
 from medseg_course.datasets import (
     MASK_SUFFIXES,
     Case,
@@ -33,6 +40,7 @@ from medseg_course.phantoms import PHANTOM_CLASSES, PhantomSpec, make_phantoms
 __all__ = [
     "PHANTOM_CLASSES",
     "MNI152_TARGETS",
+    "MNI152_TISSUE_CLASSES",
     "PhantomSpec",
     "make_phantoms",
     "SliceSet",

@@ -9,6 +9,7 @@ slices first, and take a label map back to the image's own grid.
 from __future__ import annotations
 
 import os
+import struct
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -147,6 +148,99 @@ def _check_link(path):
 def _fail(path, problem, fix):
     problem = " ".join(str(problem).split())  # library messages may span lines; errors are one line
     raise ImageReadError(f"{path}: {problem}. {fix}")
+
+
+# ----------------------------------------------------------------- raster headers
+# The size a PNG, JPEG, TIFF, BMP or GIF header claims, read from the bytes themselves, so
+# that the readers can refuse an oversized image before any decoder allocates it.
+
+
+def _jpeg_size(handle):
+    """(width, height, channels) from a JPEG's start-of-frame segment."""
+    handle.seek(2)
+    skipped = 0
+    for _ in range(100_000):
+        byte = handle.read(1)
+        if not byte:
+            raise ValueError("no frame header before the end of the file")
+        if byte != b"\xff":
+            skipped += 1  # stray bytes between segments (libjpeg skips them too)
+            if skipped > 65536:
+                raise ValueError("no JPEG segment structure")
+            continue
+        marker = handle.read(1)
+        while marker == b"\xff":  # fill bytes
+            marker = handle.read(1)
+        if not marker:
+            raise ValueError("no frame header before the end of the file")
+        code = marker[0]
+        if code in (0x00, 0x01, 0xD8) or 0xD0 <= code <= 0xD7:  # stuffed zero, TEM, SOI, RSTn: no length
+            continue
+        if code in (0xD9, 0xDA):
+            raise ValueError("no frame header before the image data")
+        (length,) = struct.unpack(">H", handle.read(2))
+        if 0xC0 <= code <= 0xCF and code not in (0xC4, 0xC8, 0xCC):  # SOFn (not DHT, JPG, DAC)
+            _, height, width, channels = struct.unpack(">BHHB", handle.read(6))
+            return width, height, channels
+        if length < 2:
+            raise ValueError(f"a segment length of {length}")
+        handle.seek(length - 2, os.SEEK_CUR)
+    raise ValueError("too many segments")
+
+
+def _tiff_size(handle, head):
+    """(width, height, channels) from the first image directory of a TIFF or BigTIFF."""
+    order = "<" if head[:2] == b"II" else ">"
+    big = head[2:4] in (b"+\x00", b"\x00+")
+    count_format, entry_size, offset_format = ("Q", 20, "Q") if big else ("H", 12, "I")
+    (offset,) = struct.unpack(order + offset_format, head[8:16] if big else head[4:8])
+    handle.seek(offset)
+    (count,) = struct.unpack(order + count_format, handle.read(struct.calcsize(count_format)))
+    if count > 4096:
+        raise ValueError(f"an image directory of {count} entries")
+    entries = handle.read(count * entry_size)
+    tags = {}
+    for i in range(count):
+        entry = entries[i * entry_size : (i + 1) * entry_size]
+        tag, kind = struct.unpack(order + "HH", entry[:4])
+        value = entry[12:] if big else entry[8:]
+        if kind == 3:  # SHORT
+            tags[tag] = struct.unpack(order + "H", value[:2])[0]
+        elif kind == 4:  # LONG
+            tags[tag] = struct.unpack(order + "I", value[:4])[0]
+        elif kind == 16 and big:  # LONG8
+            tags[tag] = struct.unpack(order + "Q", value[:8])[0]
+    if 256 not in tags or 257 not in tags:
+        raise ValueError("no image width or length in the TIFF header")
+    return tags[256], tags[257], tags.get(277, 1)
+
+
+def _raster_size(path):
+    """(format, width, height, channels) as the header of a PNG, JPEG, TIFF, BMP or GIF file says
+    (read from the contents, not the suffix); ``None`` for other contents. Raises
+    ``ValueError``, ``struct.error`` or ``OSError`` for a header that is cut short or damaged."""
+    with open(path, "rb") as handle:
+        head = handle.read(32)
+        if head.startswith(b"\x89PNG\r\n\x1a\n"):
+            if head[12:16] != b"IHDR":
+                raise ValueError("the PNG header (IHDR) is missing")
+            width, height, _, colour = struct.unpack(">IIBB", head[16:26])
+            return "PNG", width, height, {0: 1, 2: 3, 3: 3, 4: 2, 6: 4}.get(colour, 4)
+        if head.startswith(b"\xff\xd8"):
+            return ("JPEG", *_jpeg_size(handle))
+        if head[:4] in (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+"):
+            return ("TIFF", *_tiff_size(handle, head))
+        if head.startswith(b"BM"):
+            (info_size,) = struct.unpack("<I", head[14:18])
+            if info_size == 12:  # OS/2 BITMAPCOREHEADER
+                width, height, _, bits = struct.unpack("<HHHH", head[18:26])
+            else:
+                width, height, _, bits = struct.unpack("<iiHH", head[18:30])
+            return "BMP", abs(width), abs(height), 4 if bits == 32 else 3
+        if head[:6] in (b"GIF87a", b"GIF89a"):
+            width, height = struct.unpack("<HH", head[6:10])
+            return "GIF", width, height, 3
+    return None
 
 
 def _is_hidden(path):

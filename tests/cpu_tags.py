@@ -3,8 +3,8 @@
 nbval compares every notebook output on every machine except those of cells tagged
 ``depends-on-cpu`` (``conftest.py``). This script finds those cells: it runs the chapters
 under ``pytest --nbval --compare-outputs=all`` with arithmetic that rounds differently from
-the committed run's (oneDNN off, one thread, NumPy's and OpenCV's AVX2/FMA/AVX-512 kernels
-off), and every cell whose printed output changes there is CPU-dependent. A cell whose
+the committed run's (oneDNN off, one thread, NumPy's, OpenBLAS's and OpenCV's wider SIMD
+kernels off), and every cell whose printed output changes there is CPU-dependent. A cell whose
 ``assert`` fails there is reported as such: that is a claim to fix, not a cell to tag.
 
     python tests/cpu_tags.py book/*.ipynb           # report the cells
@@ -38,16 +38,25 @@ def _cpu_flags():
     return set(next((line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")), []))
 
 
+def _numpy_dispatch():
+    """NumPy's run-time SIMD targets this CPU has (``X86_V3`` = AVX2/FMA, ``X86_V4`` = AVX-512, ...)."""
+    try:
+        from numpy._core._multiarray_umath import __cpu_dispatch__, __cpu_features__
+    except ImportError:  # another NumPy layout
+        return []
+    return [name for name in __cpu_dispatch__ if __cpu_features__.get(name)]
+
+
 def perturbed_environment():
-    """Settings under which the chapters' arithmetic rounds differently from a default run."""
+    """Settings under which the chapters' arithmetic rounds differently from a default run:
+    TensorFlow without oneDNN on one thread, NumPy's ufuncs on their baseline kernels,
+    OpenBLAS's SSE3 kernels, OpenCV without AVX2/FMA (and AVX-512)."""
     flags = _cpu_flags()
-    numpy_off = [name for name, flag in (("AVX512F", "avx512f"), ("AVX512_SKX", "avx512bw"), ("AVX2", "avx2"),
-                                         ("FMA3", "fma")) if flag in flags]
-    opencv_off = [name for name, flag in (("AVX512_SKX", "avx512bw"), ("AVX2", "avx2"), ("FMA3", "fma"))
+    opencv_off = [name for name, flag in (("AVX512-SKX", "avx512bw"), ("AVX2", "avx2"), ("FMA3", "fma"))
                   if flag in flags]
-    env = {"TF_ENABLE_ONEDNN_OPTS": "0", "MEDSEG_THREADS": "1"}
-    if numpy_off:
-        env["NPY_DISABLE_CPU_FEATURES"] = ",".join(numpy_off)
+    env = {"TF_ENABLE_ONEDNN_OPTS": "0", "MEDSEG_THREADS": "1", "OPENBLAS_CORETYPE": "Prescott"}
+    if _numpy_dispatch():
+        env["NPY_DISABLE_CPU_FEATURES"] = " ".join(_numpy_dispatch())
     if opencv_off:
         env["OPENCV_CPU_DISABLE"] = ",".join(opencv_off)
     return env

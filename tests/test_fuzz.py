@@ -135,21 +135,22 @@ def png_headers(data):
         buffer[29:33] = struct.pack(">I", zlib.crc32(bytes(buffer[12:29])))
         return bytes(buffer)
 
-    return {
-        "width_max": ihdr(width=INT32_MAX),
-        "height_max": ihdr(height=INT32_MAX),
-        "both_max": ihdr(width=INT32_MAX, height=INT32_MAX),
-        "both_65535": ihdr(width=65535, height=65535),
-        "width_zero": ihdr(width=0),
-        "wide_strip": ihdr(width=2**20 + 1, height=1),
-        "depth_3": ihdr(depth=3),
-        "depth_16": ihdr(depth=16),
-        "colour_5": ihdr(colour=5),
-        "colour_palette": ihdr(colour=3),
-        "compression_1": ihdr(compression=1),
-        "interlace_7": ihdr(interlace=7),
-        "height_bigger": ihdr(height=40),
-    }
+    fields = [  # (name, IHDR fields set)
+        ("width_max", {"width": INT32_MAX}),
+        ("height_max", {"height": INT32_MAX}),
+        ("both_max", {"width": INT32_MAX, "height": INT32_MAX}),
+        ("both_65535", {"width": 65535, "height": 65535}),
+        ("width_zero", {"width": 0}),
+        ("wide_strip", {"width": 2**20 + 1, "height": 1}),
+        ("depth_3", {"depth": 3}),
+        ("depth_16", {"depth": 16}),
+        ("colour_5", {"colour": 5}),
+        ("colour_palette", {"colour": 3}),
+        ("compression_1", {"compression": 1}),
+        ("interlace_7", {"interlace": 7}),
+        ("height_bigger", {"height": 40}),
+    ]
+    return {name: ihdr(**changed) for name, changed in fields}
 
 
 def jpeg_headers(data):
