@@ -472,13 +472,13 @@ def fit_to_shape(image, shape, is_mask=False):
     Raises
     ------
     ValueError
-        For an image so elongated that its short side would shrink below 2 pixels (a
-        32 x 1,000,000 strip, say), which would take minutes to resample into nothing.
+        For an image shrunk more than 100-fold whose short side would end below 2 pixels (a
+        32 x 1,000,000 strip, say), which would take minutes to resample into a line.
     """
     arr = check_array(image, "image", ndim=(2, 3), dtype_kind="biuf")
     height, width = _size(shape)
     scale = min(height / arr.shape[0], width / arr.shape[1])
-    if min(arr.shape[:2]) * scale < 2:
+    if scale < 0.01 and min(arr.shape[:2]) * scale < 2:  # resampling it would take minutes, into a line
         raise ValueError(
             f"an image of {arr.shape[0]}x{arr.shape[1]} pixels is too elongated to fit {height}x{width}: its short "
             "side would shrink below 2 pixels. Crop it to the region of interest, or use patches (sliding window)."
