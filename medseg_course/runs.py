@@ -142,8 +142,9 @@ class _RunKeeper(keras.callbacks.Callback):
         if self.out_dir is not None:
             if improved:
                 save_model(self.model, self.out_dir / "best.keras")
-            self._save_state(epoch)
+            # the log first: once the resume file of an epoch exists, so does its log row
             self.write_log()
+            self._save_state(epoch)
 
     def restore_best(self):
         if self.best_weights is not None:
