@@ -18,7 +18,6 @@ slow every training by about 17 %.
 """
 
 import os
-from pathlib import Path
 
 CPU_TAG = "depends-on-cpu"
 
@@ -26,19 +25,13 @@ CPU_TAG = "depends-on-cpu"
 def avx2_kernels():
     """Environment for NumPy, OpenBLAS and OpenCV to use AVX2 kernels on an AVX-512 CPU
     (empty elsewhere, and for variables already set)."""
-    try:
-        flags = set(next((line.split(":", 1)[1].split() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                          if line.startswith("flags")), []))
-    except OSError:
-        return {}
+    from medseg_course.environment import cpu_flags, numpy_simd_targets  # noqa: PLC0415  (no TensorFlow at import)
+
+    flags = cpu_flags()
     if "avx512f" not in flags:
         return {}
     env = {"OPENBLAS_CORETYPE": "Haswell"}
-    try:
-        from numpy._core._multiarray_umath import __cpu_dispatch__, __cpu_features__
-    except ImportError:  # another NumPy layout: leave its kernels alone
-        __cpu_dispatch__, __cpu_features__ = (), {}
-    wide = [f for f in __cpu_dispatch__ if f in ("X86_V4", "AVX512_ICL", "AVX512_SPR") and __cpu_features__.get(f)]
+    wide = [name for name in numpy_simd_targets() if name in ("X86_V4", "AVX512_ICL", "AVX512_SPR")]
     if wide:
         env["NPY_DISABLE_CPU_FEATURES"] = " ".join(wide)
     if {"avx512bw", "avx512dq", "avx512vl", "avx512cd"} <= flags:

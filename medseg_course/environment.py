@@ -33,6 +33,8 @@ __all__ = [
     "onednn_enabled",
     "bf16_hardware",
     "cpu_name",
+    "cpu_flags",
+    "numpy_simd_targets",
 ]
 
 #: Packages whose versions ``setup`` reports (distribution names on PyPI).
@@ -205,6 +207,22 @@ def bf16_hardware():
     ``/proc/cpuinfo``; False where that cannot be read). Elsewhere bfloat16 is emulated,
     and mixed bfloat16 trains slower than float32."""
     return bool({"avx512_bf16", "amx_bf16"} & _cpuinfo()[1])
+
+
+def cpu_flags():
+    """The CPU's feature flags from ``/proc/cpuinfo`` (``avx2``, ``avx512f``, ...); empty where
+    that cannot be read."""
+    return _cpuinfo()[1]
+
+
+def numpy_simd_targets():
+    """NumPy's run-time SIMD targets this CPU runs (``X86_V3`` = AVX2/FMA, ``X86_V4`` =
+    AVX-512, ...); ``NPY_DISABLE_CPU_FEATURES`` takes these names. Empty for another NumPy."""
+    try:
+        from numpy._core._multiarray_umath import __cpu_dispatch__, __cpu_features__  # noqa: PLC0415
+    except ImportError:
+        return []
+    return [name for name in __cpu_dispatch__ if __cpu_features__.get(name)]
 
 
 def cpu_name():

@@ -26,37 +26,22 @@ import tempfile
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
+from medseg_course.environment import cpu_flags, numpy_simd_targets
+
 ROOT = Path(__file__).resolve().parents[1]
 TAG = "depends-on-cpu"
-
-
-def _cpu_flags():
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return set()
-    return set(next((line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")), []))
-
-
-def _numpy_dispatch():
-    """NumPy's run-time SIMD targets this CPU has (``X86_V3`` = AVX2/FMA, ``X86_V4`` = AVX-512, ...)."""
-    try:
-        from numpy._core._multiarray_umath import __cpu_dispatch__, __cpu_features__
-    except ImportError:  # another NumPy layout
-        return []
-    return [name for name in __cpu_dispatch__ if __cpu_features__.get(name)]
 
 
 def perturbed_environment():
     """Settings under which the chapters' arithmetic rounds differently from a default run:
     TensorFlow without oneDNN on one thread, NumPy's ufuncs on their baseline kernels,
     OpenBLAS's SSE3 kernels, OpenCV without AVX2/FMA (and AVX-512)."""
-    flags = _cpu_flags()
+    flags = cpu_flags()
     opencv_off = [name for name, flag in (("AVX512-SKX", "avx512bw"), ("AVX2", "avx2"), ("FMA3", "fma"))
                   if flag in flags]
     env = {"TF_ENABLE_ONEDNN_OPTS": "0", "MEDSEG_THREADS": "1", "OPENBLAS_CORETYPE": "Prescott"}
-    if _numpy_dispatch():
-        env["NPY_DISABLE_CPU_FEATURES"] = " ".join(_numpy_dispatch())
+    if numpy_simd_targets():
+        env["NPY_DISABLE_CPU_FEATURES"] = " ".join(numpy_simd_targets())
     if opencv_off:
         env["OPENCV_CPU_DISABLE"] = ",".join(opencv_off)
     return env
@@ -78,8 +63,7 @@ def differing_cells(notebooks, env):
                 continue
             match = re.search(r"Cell (\d+)", case.get("name", ""))
             classname = case.get("classname", "")  # "book.05_loss_functions.ipynb"
-            notebook = next(str(p) for p in notebooks if classname.endswith(Path(p).name) or
-                            classname.replace(".", "/").endswith(str(Path(p).with_suffix(""))))
+            notebook = next(str(p) for p in notebooks if classname.endswith(Path(p).name))
             text = (failure.get("message") or "") + (failure.text or "")
             kind = "outputs" if "Cell outputs differ" in text else "errors"
             found.setdefault(notebook, {"outputs": [], "errors": []})[kind].append(int(match.group(1)))
