@@ -15,7 +15,7 @@ import numpy as np
 from medseg_course.datasets import mask_to_labels
 from medseg_course.inference import predict_slices
 from medseg_course.io import read_image
-from medseg_course.metrics import evaluate_labels
+from medseg_course.metrics import evaluate_labels, summarize
 from medseg_course.viz import save_overlay
 
 __all__ = ["SURFACE_TOLERANCE_MM", "score_case", "score_files", "summarise", "validate"]
@@ -85,19 +85,25 @@ def score_files(name, truth_path, pred_path, invert_truth=False):
 
 
 def summarise(rows):
-    """Per metric: ``mean``, ``<metric>_median``, ``<metric>_std`` (None below 2 values) and
-    ``<metric>_n_undefined``, over ``score_case`` rows; numbers rounded to 4 decimals."""
+    """``metrics.summarize`` of ``score_case`` rows as one flat dict, the command line's
+    ``_summary.json``: per numeric column ``<column>`` (mean), ``<column>_median``,
+    ``<column>_std`` and ``<column>_n_undefined``; numbers rounded to 4 decimals, None where
+    undefined (no values; the standard deviation of fewer than 2)."""
     import pandas as pd  # noqa: PLC0415
 
     frame = pd.DataFrame(rows)
-    numeric = frame.drop(columns=["case", "label", "distance_unit"], errors="ignore").apply(pd.to_numeric, errors="coerce")
+    columns = [c for c in frame.columns if c not in ("case", "label", "distance_unit")]
+    table = summarize(frame, columns)
+
+    def number(value):
+        return None if pd.isna(value) else round(float(value), 4)
+
     summary = {}
-    for column in numeric.columns:
-        values = numeric[column].dropna()
-        summary[column] = None if values.empty else round(float(values.mean()), 4)
-        summary[f"{column}_median"] = None if values.empty else round(float(values.median()), 4)
-        summary[f"{column}_std"] = None if len(values) < 2 else round(float(values.std()), 4)
-        summary[f"{column}_n_undefined"] = int(numeric[column].isna().sum())
+    for column in columns:
+        summary[column] = number(table.at["mean", column])
+        summary[f"{column}_median"] = number(table.at["median", column])
+        summary[f"{column}_std"] = number(table.at["std", column])
+        summary[f"{column}_n_undefined"] = int(table.at["n_nan", column])
     return summary
 
 

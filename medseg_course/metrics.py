@@ -476,17 +476,28 @@ def evaluate_labels(y_true, y_pred, labels=None, spacing_mm=None, tolerance_mm=1
     return rows
 
 
-def summarize(table):
-    """Mean, standard deviation, median and NaN count of each column of ``evaluate``'s table.
+def summarize(table, columns=None):
+    """Mean, standard deviation, median and NaN count of each metric column of a table.
+
+    Parameters
+    ----------
+    table : pandas.DataFrame
+        ``evaluate``'s table, or ``evaluate_labels`` rows in a frame.
+    columns : sequence of str, optional
+        Columns to summarise; by default those of ``METRIC_NAMES`` and ``DISTANCE_NAMES``
+        present. Values that are not numbers (e.g. None) count as NaN.
 
     Returns
     -------
     pandas.DataFrame
-        Rows ``mean``, ``std``, ``median``, ``n``, ``n_nan`` (images skipped as undefined).
+        Rows ``mean``, ``std`` (NaN below 2 values), ``median``, ``n``, ``n_nan`` (images
+        skipped as undefined).
     """
     import pandas as pd  # noqa: PLC0415
 
-    numeric = table[[c for c in table.columns if c in METRIC_NAMES + DISTANCE_NAMES]]
+    if columns is None:
+        columns = [c for c in table.columns if c in METRIC_NAMES + DISTANCE_NAMES]
+    numeric = table[list(columns)].apply(pd.to_numeric, errors="coerce")
     return pd.DataFrame(
         {
             "mean": numeric.mean(skipna=True),

@@ -506,8 +506,6 @@ def test_cli_predict_on_every_file(corpus, trained_run, tmp_path, capsys):
 
 
 def test_cli_predict_folders_and_models(trained_run, tmp_path, capsys):
-    import zipfile
-
     data = tmp_path / "data"
     grey = phantom(0)[0]
     cases = {}
