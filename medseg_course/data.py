@@ -7,7 +7,8 @@ One name space over four modules:
   nilearn ships (offline), with brain, grey- and white-matter masks; ``slab_split`` keeps
   neighbouring slices in one split.
 * ``datasets``: your own data, ``load_paired_folders`` (``images/`` + ``masks/``) and
-  ``load_msd`` (Decathlon layout), returning ``Case`` objects with each image's geometry.
+  ``load_msd`` (Decathlon layout), returning ``Case`` objects with each image's geometry;
+  ``load_hippocampus`` reads the 208 patients' hippocampus MRI that ship with the package.
 * ``downloads``: ``download_msd`` fetches a Decathlon task, verified by checksum (nothing in
   the book or tests downloads).
 
@@ -28,6 +29,8 @@ from medseg_course.datasets import (
     Case,
     DataSetError,
     find_pairs,
+    hippocampus_folder,
+    load_hippocampus,
     load_msd,
     load_paired_folders,
     mask_to_labels,
@@ -54,6 +57,8 @@ __all__ = [
     "mask_to_labels",
     "load_paired_folders",
     "load_msd",
+    "load_hippocampus",
+    "hippocampus_folder",
     "split_cases",
     "volume_slices",
     "MSD_TASKS",

@@ -14,7 +14,8 @@ from pathlib import Path
 import numpy as np
 
 __all__ = ["MASK_SUFFIXES", "DataSetError", "Case", "find_pairs", "mask_to_labels", "load_paired_folders",
-           "load_msd", "split_cases", "volume_slices", "prediction_inputs", "masks_by_case"]
+           "load_msd", "split_cases", "volume_slices", "prediction_inputs", "masks_by_case", "SAMPLE_DATA",
+           "hippocampus_folder", "load_hippocampus"]
 
 
 #: Suffixes that mark a mask file's stem (``case_mask.png`` pairs with ``case.png``).
@@ -439,3 +440,31 @@ def masks_by_case(folder, role="masks"):
             raise DataSetError(f"{path}: {keyed[key].name} and {path.name} are both masks of case {key!r}; keep one.")
         keyed[key] = path
     return keyed, others
+
+
+# ------------------------------------------------------------------ data in the package
+
+#: Where the data sets that ship with the package live.
+SAMPLE_DATA = Path(__file__).resolve().parent / "sample_data"
+
+
+def hippocampus_folder():
+    """The folder of the hippocampus MRI that ships with the package (208 patients of the
+    Medical Segmentation Decathlon's Task04, CC BY-SA 4.0; its README gives provenance and
+    citation)."""
+    folder = SAMPLE_DATA / "hippocampus"
+    if not (folder / "dataset.json").is_file():
+        raise DataSetError(
+            f"{folder}: the hippocampus data is missing from this installation; reinstall medseg-course "
+            "(the data ships with the package), or pass a Decathlon folder of your own."
+        )
+    return folder
+
+
+def load_hippocampus():
+    """The 208 hippocampus MRI volumes with their labels (1 anterior, 2 posterior), offline.
+
+    ``load_msd`` on ``hippocampus_folder()``: a list of ``Case`` (T1 volumes in nibabel
+    order with their geometry; labels uint8) and the parsed ``dataset.json``.
+    """
+    return load_msd(hippocampus_folder())
