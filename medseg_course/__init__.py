@@ -6,9 +6,10 @@ Modules by pipeline stage. Each imports only modules on its own line or the line
     utils
     image, scanner, deidentification, viz, stats, environment
     readers, writers, io | phantoms, brain, datasets, downloads, data
-    preprocessing, postprocessing, metrics, boundaries, classical
-    models, losses | augmentation, patches, run_folder, runs, training
+    preprocessing, postprocessing, metrics, boundaries, classical | geometry, volumes
+    models, losses | augmentation, patches, run_folder, runs, training, volume_training
     inference (load_run, segment) | samples | evaluation | recipes, experiments
+    slice_runs, volume_runs (what ``medseg-course train`` does, in 2D and 3D)
     cli (parses arguments, calls the package, reports errors in one line)
 
 Submodules are imported on first use (``mc.losses`` imports Keras, ``mc.metrics`` does
@@ -54,6 +55,7 @@ _SUBMODULES = (
     "environment",
     "evaluation",
     "experiments",
+    "geometry",
     "image",
     "inference",
     "io",
@@ -70,10 +72,14 @@ _SUBMODULES = (
     "runs",
     "samples",
     "scanner",
+    "slice_runs",
     "stats",
     "training",
     "utils",
     "viz",
+    "volume_runs",
+    "volume_training",
+    "volumes",
     "writers",
 )
 
@@ -81,7 +87,8 @@ __all__ = [*_SUBMODULES, "__version__"]
 
 
 #: Submodules that import TensorFlow when they load (under the default, TensorFlow, Keras backend).
-_TENSORFLOW_SUBMODULES = ("augmentation", "experiments", "losses", "models", "recipes", "runs", "training")
+_TENSORFLOW_SUBMODULES = ("augmentation", "experiments", "losses", "models", "recipes", "runs", "training",
+                          "volume_training")
 
 
 def __getattr__(name):

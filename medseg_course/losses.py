@@ -12,6 +12,9 @@ Shapes (channels-last):
 * ``y_true``: the same shape (binary mask or one-hot), or integer labels ``(B, H, W)`` /
   ``(B, H, W, 1)`` when C >= 3.
 
+Volumes work the same way with a depth axis, ``(B, D, H, W, C)``; sums and means then run
+over every voxel of each volume.
+
 The binary cross-entropy of one image of N pixels with targets y_i and predicted
 probabilities p_i is
 
@@ -66,13 +69,14 @@ def _prepare(y_true, y_pred):
     y_pred = ops.convert_to_tensor(y_pred, dtype="float32")
     y_true = ops.convert_to_tensor(y_true)
     pred_shape, true_shape = _static_shape(y_pred), _static_shape(y_true)
-    if len(pred_shape) != 4:
+    if len(pred_shape) not in (4, 5):
         raise ValueError(
-            f"y_pred must have shape (B, H, W, C). Received: y_pred.shape={pred_shape}"
+            f"y_pred must have shape (B, H, W, C), or (B, D, H, W, C) for volumes. Received: y_pred.shape={pred_shape}"
         )
+    rank = len(pred_shape)
     num_classes = pred_shape[-1]
-    is_labels = len(true_shape) == 3 or (
-        len(true_shape) == 4 and true_shape[-1] == 1 and num_classes not in (None, 1)
+    is_labels = len(true_shape) == rank - 1 or (
+        len(true_shape) == rank and true_shape[-1] == 1 and num_classes not in (None, 1)
     )
     if is_labels:
         if num_classes not in (None, 1) and isinstance(y_true_input, np.ndarray):
@@ -85,12 +89,12 @@ def _prepare(y_true, y_pred):
         if num_classes == 1:
             y_true = ops.expand_dims(y_true, -1)
         else:
-            if len(true_shape) == 4:
+            if len(true_shape) == rank:
                 y_true = ops.squeeze(y_true, -1)
             y_true = ops.one_hot(ops.cast(y_true, "int32"), num_classes)
     y_true = ops.cast(y_true, "float32")
     true_shape = _static_shape(y_true)
-    compatible = len(true_shape) == 4 and all(
+    compatible = len(true_shape) == rank and all(
         a is None or b is None or a == b for a, b in zip(true_shape, pred_shape)
     )
     if not compatible:
@@ -102,8 +106,13 @@ def _prepare(y_true, y_pred):
     return y_true, y_pred
 
 
+def _spatial_axes(x):
+    """The axes of an image's pixels (or a volume's voxels): all but batch and channels."""
+    return tuple(range(1, len(x.shape) - 1))
+
+
 def _per_image_mean(x):
-    return ops.mean(x, axis=(1, 2, 3))
+    return ops.mean(x, axis=tuple(range(1, len(x.shape))))
 
 
 def binary_cross_entropy(y_true, y_pred, eps=EPSILON):
@@ -174,7 +183,7 @@ def categorical_cross_entropy(y_true, y_pred, eps=EPSILON):
     """
     y_true, y_pred = _prepare(y_true, y_pred)
     p = ops.clip(y_pred, eps, 1.0)
-    return -ops.mean(ops.sum(y_true * ops.log(p), axis=-1), axis=(1, 2))
+    return -ops.mean(ops.sum(y_true * ops.log(p), axis=-1), axis=_spatial_axes(y_true))
 
 
 def soft_dice_loss(y_true, y_pred, smooth=1.0, include_background=False):
@@ -204,8 +213,9 @@ def soft_dice_loss(y_true, y_pred, smooth=1.0, include_background=False):
     y_true, y_pred = _prepare(y_true, y_pred)
     if y_pred.shape[-1] not in (None, 1) and not include_background:
         y_true, y_pred = y_true[..., 1:], y_pred[..., 1:]
-    intersection = ops.sum(y_true * y_pred, axis=(1, 2))
-    denominator = ops.sum(y_true, axis=(1, 2)) + ops.sum(y_pred, axis=(1, 2))
+    axes = _spatial_axes(y_true)
+    intersection = ops.sum(y_true * y_pred, axis=axes)
+    denominator = ops.sum(y_true, axis=axes) + ops.sum(y_pred, axis=axes)
     dice = (2 * intersection + smooth) / (denominator + smooth)
     return 1 - ops.mean(dice, axis=-1)
 
@@ -266,7 +276,7 @@ def focal_loss(y_true, y_pred, gamma=2.0, alpha=0.25, eps=EPSILON):
         return -_per_image_mean(pos + neg)
     p = ops.clip(y_pred, eps, 1.0)
     per_pixel = ops.sum(y_true * ops.power(1 - p, gamma) * ops.log(p), axis=-1)
-    return -ops.mean(per_pixel, axis=(1, 2))
+    return -ops.mean(per_pixel, axis=_spatial_axes(y_true))
 
 
 def tversky_loss(y_true, y_pred, alpha=0.3, beta=0.7, smooth=1.0, include_background=False):
@@ -290,9 +300,10 @@ def _tversky_index(y_true, y_pred, alpha, beta, smooth, include_background):
     y_true, y_pred = _prepare(y_true, y_pred)
     if y_pred.shape[-1] not in (None, 1) and not include_background:
         y_true, y_pred = y_true[..., 1:], y_pred[..., 1:]
-    tp = ops.sum(y_true * y_pred, axis=(1, 2))
-    fp = ops.sum((1 - y_true) * y_pred, axis=(1, 2))
-    fn = ops.sum(y_true * (1 - y_pred), axis=(1, 2))
+    axes = _spatial_axes(y_true)
+    tp = ops.sum(y_true * y_pred, axis=axes)
+    fp = ops.sum((1 - y_true) * y_pred, axis=axes)
+    fn = ops.sum(y_true * (1 - y_pred), axis=axes)
     return ops.mean((tp + smooth) / (tp + alpha * fp + beta * fn + smooth), axis=-1)
 
 

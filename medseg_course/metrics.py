@@ -520,7 +520,8 @@ def _build_dice_metric_class():
 
     @keras.saving.register_keras_serializable(package="medseg_course")
     class DiceMetric(keras.metrics.Metric):
-        """Mean per-image Dice of thresholded predictions, for ``model.compile(metrics=...)``.
+        """Mean per-image (or per-volume) Dice of thresholded predictions, for
+        ``model.compile(metrics=...)``.
 
         Binary models (C = 1): foreground is ``y_pred >= threshold``. Multi-class models
         (C >= 3): argmax, Dice per foreground class, averaged. Images where truth and
@@ -541,11 +542,12 @@ def _build_dice_metric_class():
                 pred = ops.cast(y_pred >= self.threshold, "float32")
                 truth = ops.cast(ops.reshape(y_true, ops.shape(pred)), "float32")
             else:
-                labels = ops.cast(ops.reshape(y_true, ops.shape(y_pred)[:3]), "int32")
+                labels = ops.cast(ops.reshape(y_true, ops.shape(y_pred)[:-1]), "int32")
                 truth = ops.one_hot(labels, num_classes)[..., 1:]
                 pred = ops.one_hot(ops.argmax(y_pred, axis=-1), num_classes)[..., 1:]
-            inter = ops.sum(truth * pred, axis=(1, 2))
-            sizes = ops.sum(truth, axis=(1, 2)) + ops.sum(pred, axis=(1, 2))
+            axes = tuple(range(1, len(y_pred.shape) - 1))  # pixels, or voxels of a volume
+            inter = ops.sum(truth * pred, axis=axes)
+            sizes = ops.sum(truth, axis=axes) + ops.sum(pred, axis=axes)
             per_class = ops.where(sizes > 0, 2 * inter / ops.maximum(sizes, 1.0), 1.0)
             per_image = ops.mean(per_class, axis=-1)
             self.total.assign_add(ops.sum(per_image))

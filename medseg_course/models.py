@@ -32,7 +32,8 @@ class FusedBatchNormalization(layers.BatchNormalization):
     with it and 1.38x with Keras's layer (``benchmarks/train_throughput.py``). Models are
     saved with Keras's layer in its place (``portable``), so they load without this package.
 
-    The fused kernel is used for 4-D channels-last inputs on the TensorFlow backend, without
+    The fused kernel is used for channels-last images and volumes (4-D and 5-D inputs) on the
+    TensorFlow backend, without
     a mask or batch renormalisation; anything else (the JAX or PyTorch backends, a masked
     call, ``renorm=True``) runs Keras's own code. The moving variance is updated with the
     batch's biased variance, as Keras does (the kernel reports the unbiased one).
@@ -43,9 +44,13 @@ class FusedBatchNormalization(layers.BatchNormalization):
             mask is None
             and not self.renorm
             and keras.config.backend() == "tensorflow"
-            and len(inputs.shape) == 4
-            and self.axis in (-1, 3)
+            and len(inputs.shape) in (4, 5)
+            and self.axis in (-1, len(inputs.shape) - 1)
         )
+
+    @staticmethod
+    def _data_format(inputs):
+        return "NHWC" if len(inputs.shape) == 4 else "NDHWC"
 
     def call(self, inputs, training=None, mask=None):
         if not self._fusable(inputs, mask):
@@ -58,7 +63,7 @@ class FusedBatchNormalization(layers.BatchNormalization):
         if training and self.trainable:
             outputs, mean, variance, *_ = tf.raw_ops.FusedBatchNormV3(
                 x=inputs, scale=scale, offset=offset, mean=tf.zeros([0]), variance=tf.zeros([0]),
-                epsilon=self.epsilon, data_format="NHWC", is_training=True,
+                epsilon=self.epsilon, data_format=self._data_format(inputs), is_training=True,
             )
             count = tf.cast(tf.reduce_prod(tf.shape(inputs)[:-1]), tf.float32)
             variance = variance * tf.maximum(count - 1.0, 1.0) / count  # unbiased -> biased
@@ -70,30 +75,37 @@ class FusedBatchNormalization(layers.BatchNormalization):
                 x=inputs, scale=scale, offset=offset,
                 mean=tf.cast(self.moving_mean, tf.float32),
                 variance=tf.cast(self.moving_variance, tf.float32),
-                epsilon=self.epsilon, data_format="NHWC", is_training=False,
+                epsilon=self.epsilon, data_format=self._data_format(inputs), is_training=False,
             )
         return tf.cast(outputs, self.compute_dtype)
 
 
 def _check_input_shape(input_shape, levels):
+    """(height, width, channels) for images or (depth, height, width, channels) for volumes;
+    every spatial size divisible by ``2**levels``. Returns the spatial sizes and channels."""
     try:
-        height, width, channels = (int(v) for v in input_shape)
+        sizes = tuple(int(v) for v in input_shape)
     except (TypeError, ValueError):
+        sizes = ()
+    if len(sizes) not in (3, 4):
         raise ValueError(
-            "input_shape must be (height, width, channels), e.g. (128, 128, 1). "
-            f"Received: input_shape={input_shape!r}"
-        ) from None
-    if min(height, width, channels) < 1:
+            "input_shape must be (height, width, channels), e.g. (128, 128, 1), or (depth, height, width, "
+            f"channels) for a 3D model, e.g. (48, 64, 48, 1). Received: input_shape={input_shape!r}"
+        )
+    if min(sizes) < 1:
         raise ValueError(f"input_shape must be positive. Received: input_shape={input_shape!r}")
     factor = 2**levels
-    if height % factor or width % factor:
+    spatial = sizes[:-1]
+    if any(size % factor for size in spatial):
+        names = "Height and width" if len(spatial) == 2 else "Depth, height and width"
+        padded = "x".join(str(-(-size // factor) * factor) for size in spatial)
         raise ValueError(
-            f"Height and width must be divisible by 2**{levels} = {factor} so that "
+            f"{names} must be divisible by 2**{levels} = {factor} so that "
             f"{levels} poolings and up-samplings restore the input size. Received: "
             f"input_shape={tuple(input_shape)}. Resize or pad the images "
-            f"(e.g. to {-(-height // factor) * factor}x{-(-width // factor) * factor})."
+            f"(e.g. to {padded})."
         )
-    return height, width, channels
+    return sizes
 
 
 def _check_num_classes(num_classes):
@@ -106,9 +118,9 @@ def _check_num_classes(num_classes):
         )
 
 
-def _head(x, num_classes):
+def _head(x, num_classes, conv=None):
     activation = "sigmoid" if num_classes == 1 else "softmax"
-    return layers.Conv2D(num_classes, 1, activation=activation, name="head", dtype="float32")(x)
+    return (conv or layers.Conv2D)(num_classes, 1, activation=activation, name="head", dtype="float32")(x)
 
 
 def build_seed_encoder_decoder(input_shape=(256, 256, 1), num_classes=1, width=1.0):
@@ -134,7 +146,8 @@ def build_seed_encoder_decoder(input_shape=(256, 256, 1), num_classes=1, width=1
     Returns
     -------
     keras.Model
-        Input ``(B, H, W, C)`` float32; output ``(B, H, W, num_classes)`` probabilities.
+        Input ``(B, H, W, C)`` (or ``(B, D, H, W, C)``) float32; output of the same spatial
+        shape with ``num_classes`` channels of probabilities.
 
     Raises
     ------
@@ -147,7 +160,11 @@ def build_seed_encoder_decoder(input_shape=(256, 256, 1), num_classes=1, width=1
     >>> model.count_params()                                 # doctest: +SKIP
     3098625
     """
-    _check_input_shape(input_shape, 3)
+    if len(_check_input_shape(input_shape, 3)) != 3:
+        raise ValueError(
+            "The article's encoder-decoder is 2D: input_shape must be (height, width, channels). "
+            f"Received: input_shape={tuple(input_shape)}; build_unet builds a 3D U-Net."
+        )
     _check_num_classes(num_classes)
     check_positive(width, "width")
 
@@ -185,12 +202,15 @@ def build_unet(
     Each level has two 3x3 convolutions (+ batch norm) + ReLU; filters double per level
     down to the bottleneck (``base_filters * 2**depth``); the decoder up-samples with
     2x2 transposed convolutions and concatenates the encoder's features at the same
-    resolution, which carry the fine boundary detail pooling threw away.
+    resolution, which carry the fine boundary detail pooling threw away. Given a volume's
+    shape it builds the 3D U-Net (Cicek et al., 2016): the same network with 3x3x3
+    convolutions, 2x2x2 pooling and up-sampling.
 
     Parameters
     ----------
-    input_shape : (int, int, int)
-        (height, width, channels); height and width divisible by ``2**depth``.
+    input_shape : (int, int, int) or (int, int, int, int)
+        (height, width, channels) for a 2D model; (depth, height, width, channels) for a
+        3D one. Every spatial size divisible by ``2**depth``.
     num_classes : int
         1 for binary (sigmoid), >= 3 for multi-class (softmax, background included).
     depth : int
@@ -219,7 +239,8 @@ def build_unet(
     Returns
     -------
     keras.Model
-        Input ``(B, H, W, C)`` float32; output ``(B, H, W, num_classes)`` probabilities.
+        Input ``(B, H, W, C)`` (or ``(B, D, H, W, C)``) float32; output of the same spatial
+        shape with ``num_classes`` channels of probabilities.
 
     Raises
     ------
@@ -230,7 +251,9 @@ def build_unet(
     check_positive(depth, "depth", integer=True)
     if depth > 6:
         raise ValueError(f"depth must be between 1 and 6. Received: depth={depth}")
-    _check_input_shape(input_shape, depth)
+    volume = len(_check_input_shape(input_shape, depth)) == 4
+    conv, pool, up = ((layers.Conv3D, layers.MaxPooling3D, layers.Conv3DTranspose) if volume else
+                      (layers.Conv2D, layers.MaxPooling2D, layers.Conv2DTranspose))
     _check_num_classes(num_classes)
     check_positive(base_filters, "base_filters", integer=True)
     if not (0 <= dropout < 1):
@@ -245,9 +268,7 @@ def build_unet(
         for i in (1, 2):
             if prefix == "bottleneck" and i == 2 and dropout > 0:
                 x = layers.Dropout(dropout, name=f"{prefix}_dropout")(x)
-            x = layers.Conv2D(
-                filters, 3, padding="same", use_bias=not batch_norm, name=f"{prefix}_conv{i}"
-            )(x)
+            x = conv(filters, 3, padding="same", use_bias=not batch_norm, name=f"{prefix}_conv{i}")(x)
             if batch_norm:
                 x = FusedBatchNormalization(momentum=bn_momentum, name=f"{prefix}_bn{i}")(x)
             x = layers.Activation("relu", name=f"{prefix}_relu{i}")(x)
@@ -258,16 +279,17 @@ def build_unet(
     for level in range(1, depth + 1):
         x = block(x, base_filters * 2 ** (level - 1), f"enc{level}")
         encoder.append(x)
-        x = layers.MaxPooling2D(2, name=f"enc{level}_pool")(x)
+        x = pool(2, name=f"enc{level}_pool")(x)
     x = block(x, base_filters * 2**depth, "bottleneck")
     for level in range(depth, 0, -1):
         filters = base_filters * 2 ** (level - 1)
-        x = layers.Conv2DTranspose(filters, 2, strides=2, name=f"dec{level}_up")(x)
+        x = up(filters, 2, strides=2, name=f"dec{level}_up")(x)
         if skips:
             x = layers.Concatenate(name=f"dec{level}_concat")([x, encoder[level - 1]])
         x = block(x, filters, f"dec{level}")
-    outputs = _head(x, num_classes)
-    return keras.Model(inputs, outputs, name=f"unet_d{depth}_f{base_filters}" + ("" if skips else "_noskips"))
+    outputs = _head(x, num_classes, conv)
+    name = ("unet3d" if volume else "unet") + f"_d{depth}_f{base_filters}" + ("" if skips else "_noskips")
+    return keras.Model(inputs, outputs, name=name)
 
 
 def build_model(name, input_shape, num_classes=1, depth=4, base_filters=16, width=1.0, precision="float32"):

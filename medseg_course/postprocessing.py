@@ -1,7 +1,8 @@
 """Post-processing: from probabilities to clean masks.
 
 Each function takes one 2D mask ``(H, W)`` (a trailing channel axis of 1 is accepted and
-kept) or, where it says so, a batch; it returns a new array and never changes its input.
+kept) or, where it says so, a batch or a 3D label map; it returns a new array and never
+changes its input.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ __all__ = [
     "remove_small_components",
     "fill_holes",
     "keep_largest_component",
+    "keep_largest_structure",
     "smooth_edges",
     "postprocess",
 ]
@@ -211,3 +213,33 @@ def postprocess(probabilities, threshold=0.5, min_size=0, fill=False, largest=Fa
             mask = smooth_edges(mask, smooth_radius)
         out[i, ..., 0] = mask
     return out.reshape(probabilities.shape)
+
+
+def keep_largest_structure(labels, connectivity=1):
+    """Keep the largest connected piece of a label map's foreground, all labels together.
+
+    For a structure known to be in one piece whose parts carry different labels (the
+    hippocampus head and body touch), the foreground (every label > 0) is split into
+    connected components in 2D or 3D and everything outside the largest is set to 0;
+    inside it, labels are kept.
+
+    Parameters
+    ----------
+    labels : array of int, shape (H, W) or (Z, H, W)
+    connectivity : int
+        1: neighbours share a face (6-connected in 3D); up to ``labels.ndim``: also edges and
+        corners.
+
+    Returns
+    -------
+    ndarray, same shape and dtype
+    """
+    labels = check_array(labels, "labels", ndim=(2, 3), dtype_kind="biu")
+    if not 1 <= connectivity <= labels.ndim:
+        raise ValueError(f"connectivity must be 1..{labels.ndim}. Received: connectivity={connectivity!r}")
+    components, count = ndimage.label(labels > 0, ndimage.generate_binary_structure(labels.ndim, connectivity))
+    if count <= 1:
+        return labels.copy()
+    sizes = np.bincount(components.ravel())
+    sizes[0] = 0
+    return np.where(components == int(np.argmax(sizes)), labels, 0).astype(labels.dtype)

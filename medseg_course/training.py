@@ -247,6 +247,8 @@ def fit(
     verbose=0,
     time_budget_s=None,
     resume=False,
+    val_callback=None,
+    callbacks=(),
 ):
     """Train a compiled model, keeping the weights of the best validation Dice.
 
@@ -280,6 +282,12 @@ def fit(
         the data set skips the shuffles and augmentation draws of the epochs already done,
         so the resumed run ends where an uninterrupted one would (same seed and threads).
         Pass the same model, data and settings as the interrupted run.
+    val_callback : keras.callbacks.Callback, optional
+        Instead of ``val_data``: a callback that adds ``val_dice`` to each epoch's logs
+        (``volume_training.VolumeValidation`` scores whole volumes).
+    callbacks : sequence of keras.callbacks.Callback
+        More callbacks, run before the best weights and checkpoints are kept (e.g. a
+        learning-rate schedule).
 
     Returns
     -------
@@ -308,9 +316,10 @@ def fit(
         train_data = make_dataset(*train_data)
     if isinstance(val_data, (tuple, list)):
         val_data = make_dataset(*val_data, shuffle=False)
-    keeper = _RunKeeper("val_dice" if val_data is not None else None, patience, None)
+    validated = val_data is not None or val_callback is not None
+    keeper = _RunKeeper("val_dice" if validated else None, patience, None)
     guard = _InterruptGuard()
-    callbacks = [guard, _EpochTimer()]
+    callbacks = [guard, _EpochTimer(), *callbacks] + ([val_callback] if val_callback is not None else [])
     if time_budget_s is not None:
         callbacks.append(_TimeBudget(check_positive(time_budget_s, "time_budget_s")))
     callbacks.append(keeper)
@@ -354,7 +363,7 @@ def fit(
         keeper.restore_best()
         raise
     keeper.restore_best()
-    if out_dir is not None and val_data is None:
+    if out_dir is not None and not validated:
         save_model(model, out_dir / "best.keras")
     return {key: [float(v) for v in values] for key, values in history.history.items()}
 

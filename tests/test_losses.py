@@ -207,3 +207,15 @@ def test_loss_switch_trains_each_loss_in_one_traced_step():
         for a, b in zip(shared.get_weights(), alone.get_weights(), strict=True):
             np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5, err_msg=name)
     assert shared.train_function is step  # traced once
+
+
+@pytest.mark.parametrize("name", ["dice_ce", "dice", "focal", "tversky", "focal_tversky"])
+def test_volume_losses_equal_the_loss_of_the_volume_cut_into_one_image(name):
+    """A volume (B, D, H, W, C) is scored over all its voxels: the same value as the loss of
+    its slices laid side by side as one image."""
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 3, (2, 4, 6, 5))
+    probs = rng.dirichlet(np.ones(3), size=(2, 4, 6, 5)).astype("float32")
+    loss = mc.losses.get_loss(name)
+    flat_labels, flat_probs = labels.reshape(2, 24, 5), probs.reshape(2, 24, 5, 3)
+    np.testing.assert_allclose(float(loss(labels, probs)), float(loss(flat_labels, flat_probs)), rtol=1e-5)

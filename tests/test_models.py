@@ -70,14 +70,14 @@ def test_bad_arguments(tf_setup, call, message):
         call()
 
 
-def _batch_norm_pair(channels=5):
+def _batch_norm_pair(channels=5, rank=4):
     import keras
 
     rng = np.random.default_rng(0)
     keras_bn = keras.layers.BatchNormalization(momentum=0.9)
     fused_bn = mc.models.FusedBatchNormalization(momentum=0.9)
     for layer in (keras_bn, fused_bn):
-        layer.build((None, 8, 8, channels))
+        layer.build((None,) + (8,) * (rank - 2) + (channels,))
     for name in ("gamma", "beta"):
         value = rng.normal(1.0 if name == "gamma" else 0.0, 0.3, channels).astype("float32")
         getattr(keras_bn, name).assign(value)
@@ -85,15 +85,17 @@ def _batch_norm_pair(channels=5):
     return keras_bn, fused_bn
 
 
-def test_fused_batch_norm_matches_keras(tf_setup):
-    """Same outputs, gradients and moving statistics as Keras's layer, up to rounding."""
+@pytest.mark.parametrize("shape", [(4, 8, 8, 5), (4, 6, 8, 8, 5)], ids=["image", "volume"])
+def test_fused_batch_norm_matches_keras(tf_setup, shape):
+    """Same outputs, gradients and moving statistics as Keras's layer, up to rounding, for
+    images and volumes."""
     import tensorflow as tf
 
     rng = np.random.default_rng(1)
-    x = tf.constant(rng.normal(2.0, 3.0, (4, 8, 8, 5)).astype("float32"))
-    weights = tf.constant(rng.normal(size=(4, 8, 8, 5)).astype("float32"))
+    x = tf.constant(rng.normal(2.0, 3.0, shape).astype("float32"))
+    weights = tf.constant(rng.normal(size=shape).astype("float32"))
     results = []
-    for layer in _batch_norm_pair():
+    for layer in _batch_norm_pair(rank=len(shape)):
         for _ in range(2):  # two steps: the moving statistics move from their start
             with tf.GradientTape() as tape:
                 tape.watch(x)
@@ -128,3 +130,18 @@ def test_fused_batch_norm_falls_back_for_a_mask(tf_setup):
     mask[0, :4] = False
     np.testing.assert_allclose(np.asarray(fused_bn(x, training=True, mask=mask)),
                                np.asarray(keras_bn(x, training=True, mask=mask)), rtol=1e-6, atol=1e-6)
+
+
+def test_unet_3d_from_a_volume_shape(tf_setup):
+    model = mc.models.build_unet((16, 24, 32, 1), num_classes=3, depth=3, base_filters=4)
+    assert model.name == "unet3d_d3_f4"
+    assert model.output_shape == (None, 16, 24, 32, 3)
+    assert model.get_layer("enc1_conv1").kernel.shape == (3, 3, 3, 1, 4)
+    x = np.random.default_rng(0).random((1, 16, 24, 32, 1)).astype("float32")
+    np.testing.assert_allclose(model.predict(x, verbose=0).sum(-1), 1.0, rtol=1e-5)  # softmax per voxel
+    twin = mc.models.portable(model)
+    np.testing.assert_allclose(twin.predict(x, verbose=0), model.predict(x, verbose=0), atol=1e-5)
+    with pytest.raises(ValueError, match=r"Depth, height and width must be divisible by 2\*\*3 = 8.*16x24x40"):
+        mc.models.build_unet((16, 24, 36, 1), depth=3)
+    with pytest.raises(ValueError, match="encoder-decoder is 2D"):
+        mc.models.build_seed_encoder_decoder((16, 16, 16, 1))

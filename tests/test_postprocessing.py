@@ -81,3 +81,18 @@ def test_argmax_labels():
 def test_bad_input(call, message):
     with pytest.raises(ValueError, match=message):
         call()
+
+
+def test_keep_largest_structure_keeps_touching_labels_together_in_3d():
+    labels = np.zeros((8, 10, 12), np.uint8)
+    labels[2:6, 2:6, 2:5] = 1
+    labels[2:6, 2:6, 5:9] = 2  # touches label 1: one structure of two parts
+    labels[0, 9, 11] = 2  # a stray voxel
+    labels[7, 0:2, 0:2] = 1  # a small separate blob
+    kept = post.keep_largest_structure(labels)
+    expected = labels.copy()
+    expected[0, 9, 11] = 0
+    expected[7, 0:2, 0:2] = 0
+    np.testing.assert_array_equal(kept, expected)
+    assert kept.dtype == labels.dtype
+    np.testing.assert_array_equal(post.keep_largest_structure(np.zeros((4, 4), np.uint8)), 0)
