@@ -21,13 +21,12 @@ import argparse
 import json
 import os
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 
 from medseg_course import run_folder
-from medseg_course.run_folder import CONFIG_NAME, MODEL_NAME
+from medseg_course.run_folder import MODEL_NAME
 
 __all__ = ["main", "build_parser"]
 
@@ -53,106 +52,36 @@ class CLIInterrupted(Exception):
 
 
 def _cmd_train(args):
-    from medseg_course import environment, utils  # noqa: PLC0415
+    from medseg_course import volume_runs  # noqa: PLC0415
 
     out = Path(args.out)
     run_folder.check_run_folder(out, args.data, args.overwrite, args.resume)
-    info_env = environment.setup(seed=args.seed, threads=args.threads)
-    from medseg_course import evaluation, losses, models, samples, training  # noqa: PLC0415
-
-    start = time.perf_counter()
-    train_cases, val_cases, source_info = samples.training_cases(
-        args.data, args.target, args.num_images, args.image_size, args.val_fraction, args.layout, args.invert_masks,
-        args.allow_unmatched, args.seed)
-    all_cases = train_cases + val_cases
-    num_labels = int(max(int(c.masks.max()) for c in all_cases)) + 1
-    num_classes = 1 if num_labels <= 2 else num_labels
-    channels = max(c.slices.shape[-1] for c in all_cases)
-    mode = args.mode if args.mode != "auto" else samples.choose_mode([c.slices for c in all_cases], args.image_size)
-    size = args.image_size if mode == "resize" else args.patch_size
-
-    def arrays(cases, seed):
-        return samples.training_arrays([c.slices for c in cases], [c.masks for c in cases], mode, size, num_classes,
-                                       channels, args.patches_per_image, seed)
-
-    x_train, y_train = arrays(train_cases, args.seed)
-    x_val, y_val = arrays(val_cases, args.seed + 1)
-    if args.precision == "bfloat16" and not environment.bf16_hardware():
-        print("warning: this CPU has no bfloat16 instructions (AVX512-BF16 or AMX); bfloat16 is emulated "
-              "and trains slower than float32 here. Use --precision float32.", file=sys.stderr)
-    model = models.build_model(args.model, (size, size, channels), num_classes, args.depth, args.base_filters,
-                               args.width, args.precision)
-    if args.loss not in losses.LOSS_NAMES:
-        raise CLIError(f"unknown --loss {args.loss!r}; choose one of {', '.join(losses.LOSS_NAMES)}.")
-    if num_classes > 1 and args.loss in ("bce", "weighted_bce"):
-        raise CLIError(f"--loss {args.loss} is for binary masks; these masks have {num_classes} labels. Use dice_ce.")
-    training.compile_model(model, loss=args.loss, learning_rate=args.learning_rate)
-    augment = None if args.no_augment else training.Augmentation()
-    train_ds = training.make_dataset(x_train, y_train, batch_size=args.batch_size, augment=augment, seed=args.seed)
-    val_ds = training.make_dataset(x_val, y_val, batch_size=args.batch_size, shuffle=False)
-    config = {
-        "command": "train",
-        "data": source_info,
-        "mode": mode,
-        "input_size": size,
-        "channels": int(channels),
-        "num_classes": num_classes,
-        "labels": list(range(num_labels)),
-        "model": args.model,
-        "depth": args.depth,
-        "base_filters": args.base_filters,
-        "width": args.width,
-        "loss": args.loss,
-        "epochs": args.epochs,
-        "batch_size": args.batch_size,
-        "learning_rate": args.learning_rate,
-        "augment": not args.no_augment,
-        "precision": args.precision,
-        "seed": args.seed,
-        "threads": args.threads,
-        "time_budget_min": args.time_budget,
-        "normalisation": "per image/volume: clip to 0.5-99.5 percentiles, rescale to [0, 1]",
-        "split": {"train": [c.name for c in train_cases], "val": [c.name for c in val_cases]},
-        "training_samples": int(len(x_train)),
-        "validation_samples": int(len(x_val)),
-        "device": info_env.device,
-        "versions": info_env.versions,
-    }
-    if args.resume:
-        run_folder.check_resumable(out, config)
+    dims = volume_runs.choose_dims(args.data, args.layout) if args.dims == "auto" else float(args.dims)
+    settings = {key: getattr(args, key) for key in (
+        "data", "layout", "target", "num_images", "image_size", "val_fraction", "invert_masks", "allow_unmatched",
+        "seed", "mode", "patch_size", "patches_per_image", "precision", "model", "depth", "base_filters", "width",
+        "loss", "learning_rate", "batch_size", "epochs", "threads", "patience", "patch_shape", "steps_per_epoch")}
+    settings.update(augment=not args.no_augment, time_budget_min=args.time_budget, verbose=1 if sys.stdout.isatty() else 2,
+                    context=1 if dims == 2.5 else 0)
+    if dims == 3:
+        from medseg_course.volume_runs import train_run  # noqa: PLC0415
     else:
-        if args.overwrite:
-            run_folder.clear_run_folder(out)
-        utils.check_writable_folder(out)
-        run_folder.write_json(out / CONFIG_NAME, config)
-    print(
-        f"training {model.name} ({model.count_params():,} parameters) on {len(x_train)} {mode} samples "
-        f"of {size}x{size}x{channels}, validating on {len(x_val)}; run folder {out}",
-        file=sys.stderr,
-    )
+        from medseg_course.slice_runs import train_run  # noqa: PLC0415
     try:
-        training.fit(
-            model, train_ds, val_ds, epochs=args.epochs, patience=args.patience, out_dir=out,
-            overwrite=args.overwrite, verbose=1 if sys.stdout.isatty() else 2,
-            time_budget_s=None if args.time_budget is None else args.time_budget * 60, resume=args.resume,
-        )
+        metrics = train_run(settings, out, resume=args.resume, overwrite=args.overwrite,
+                            report=lambda line: print(line, file=sys.stderr),
+                            progress=lambda cases: _progress(cases, len(cases), "scoring"))
     except KeyboardInterrupt:
-        training.save_model(model, out / MODEL_NAME)  # fit restored the best weights so far
-        epochs_done = run_folder.epochs_logged(out)
         raise CLIInterrupted(
-            f"interrupted after {epochs_done} complete epoch(s); the best model so far is {out / MODEL_NAME} "
-            f"and the log {out / 'log.csv'}. Continue with the same command and --resume."
+            f"interrupted after {run_folder.epochs_logged(out)} complete epoch(s); the best model so far is "
+            f"{out / MODEL_NAME} and the log {out / 'log.csv'}. Continue with the same command and --resume."
         ) from None
-    training.save_model(model, out / MODEL_NAME)
-    train_seconds = time.perf_counter() - start
-    metrics = evaluation.validate(model, config, val_cases, out / "overlays",
-                                  lambda cases: _progress(cases, len(cases), "validating"))
-    metrics["train_seconds"] = round(train_seconds, 1)
-    metrics["epochs_run"] = run_folder.epochs_logged(out)
-    run_folder.write_json(out / "metrics.json", metrics)
-    summary = metrics["summary"]
-    print(json.dumps({"run": str(out), "val_dice": summary.get("dice"), "train_seconds": metrics["train_seconds"],
-                      "epochs_run": metrics["epochs_run"]}))
+    if dims == 3:
+        result = {"run": str(out), "dims": 3, "val_dice": metrics["val"]["summary"].get("dice"),
+                  "test_dice": {label: v["dice"] for label, v in metrics["test"]["per_label"].items()}}
+    else:
+        result = {"run": str(out), "val_dice": metrics["summary"].get("dice")}
+    print(json.dumps({**result, "train_seconds": metrics["train_seconds"], "epochs_run": metrics["epochs_run"]}))
     return 0
 
 
@@ -283,31 +212,38 @@ def build_parser():
 
     train = sub.add_parser("train", help="train a model; writes a run folder",
                            formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    train.add_argument("--data", required=True, help="data folder, or 'phantom' / 'mni152' for the built-in sets")
+    train.add_argument("--data", required=True,
+                       help="data folder, or 'phantom' / 'mni152' (2D) or 'hippocampus' (3D MRI) built in")
     train.add_argument("--layout", choices=("auto", "folders", "msd"), default="auto",
                        help="folders: images/ + masks/; msd: Decathlon dataset.json")
     train.add_argument("--out", required=True, help="run folder to create")
+    train.add_argument("--dims", choices=("auto", "2", "2.5", "3"), default="auto",
+                       help="2: slice by slice; 2.5: each slice with its two neighbours as channels; 3: a 3D U-Net "
+                            "on volumes (auto: 3 when the first volumes have 16 or more voxels along each axis)")
     train.add_argument("--mode", choices=("auto", "resize", "patch"), default="auto",
-                       help="resize whole images, or train on native-resolution patches (auto: patches when "
+                       help="2D: resize whole images, or train on native-resolution patches (auto: patches when "
                             "images are over twice --image-size)")
-    train.add_argument("--image-size", type=int, default=128, help="model input side in resize mode")
-    train.add_argument("--patch-size", type=int, default=128, help="patch side in patch mode")
-    train.add_argument("--patches-per-image", type=int, default=16, help="patches drawn per image (patch mode)")
+    train.add_argument("--image-size", type=int, default=128, help="2D: model input side in resize mode")
+    train.add_argument("--patch-size", type=int, default=128, help="2D: patch side in patch mode")
+    train.add_argument("--patch-shape", type=int, nargs=3, default=None, metavar=("Z", "H", "W"),
+                       help="3D: patch in voxels (default: the median volume, rounded up to a multiple of 8)")
+    train.add_argument("--patches-per-image", type=int, default=16, help="2D: patches drawn per image (patch mode)")
+    train.add_argument("--steps-per-epoch", type=int, default=None, help="3D: batches per epoch (default 100)")
     train.add_argument("--model", choices=("unet", "seed"), default="unet", help="U-Net, or the article's encoder-decoder")
-    # Depth 3, 8 filters, batch 8: the fastest to a given Dice in 15-60 s runs of this command on
-    # 2 cores (benchmarks/recipes.py, benchmarks/time_to_dice.py; figures in benchmarks/README.md).
-    train.add_argument("--depth", type=int, default=3, help="U-Net poolings (default 3)")
-    train.add_argument("--base-filters", type=int, default=8, help="U-Net filters at the first level (default 8)")
+    # Defaults per dimension: slice_runs.DEFAULTS_2D and volume_runs.DEFAULTS_3D (measured recipes).
+    train.add_argument("--depth", type=int, default=None, help="U-Net poolings (default 3)")
+    train.add_argument("--base-filters", type=int, default=None, help="U-Net filters at the first level (2D 8, 3D 16)")
     train.add_argument("--width", type=float, default=0.25, help="filter multiplier of the article's model")
     train.add_argument("--loss", default="dice_ce", help="bce, weighted_bce, dice, dice_ce, focal, tversky, focal_tversky")
-    train.add_argument("--epochs", type=int, default=15)
+    train.add_argument("--epochs", type=int, default=None, help="at most this many epochs (2D 15, 3D 1000)")
     train.add_argument("--patience", type=int, default=None, help="early stopping patience (epochs)")
-    train.add_argument("--batch-size", type=int, default=8, help="images per step (default 8)")
+    train.add_argument("--batch-size", type=int, default=None, help="images (2D 8) or patches (3D 2) per step")
     train.add_argument("--learning-rate", type=float, default=1e-3)
     train.add_argument("--precision", choices=("float32", "bfloat16"), default="float32",
                        help="bfloat16: mixed precision; measure first (benchmarks/README.md): with AMX it trained a "
                             "16-filter U-Net 1.9x faster and the default 8-filter one 3x slower")
-    train.add_argument("--val-fraction", type=float, default=0.2, help="share of cases for validation (split by case)")
+    train.add_argument("--val-fraction", type=float, default=None,
+                       help="share of cases for validation, split by case (2D 0.2; 3D 0.1, and 0.2 for testing)")
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--threads", type=int, default=2, help="CPU threads (results repeat at a fixed count)")
     train.add_argument("--time-budget", type=float, default=None, metavar="MIN",

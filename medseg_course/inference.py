@@ -26,8 +26,9 @@ from medseg_course.postprocessing import postprocess
 from medseg_course.run_folder import CONFIG_NAME, MODEL_NAME
 from medseg_course.preprocessing import fit_to_shape, normalise_percentiles, restore_shape
 from medseg_course.utils import check_array, check_positive
+from medseg_course.volumes import gaussian_weights_nd, neighbour_slices, tile_starts
 
-__all__ = ["predict", "predict_sliding_window", "gaussian_weights", "TTA_FLIPS", "load_run", "segment",
+__all__ = ["predict", "predict_sliding_window", "gaussian_weights", "TTA_FLIPS", "load_run", "segment", "segment_volume",
            "predict_slices", "match_channels", "ModelLoadError", "MODEL_NAME", "CONFIG_NAME"]
 
 #: Model formats that can run arbitrary code when loaded.
@@ -116,24 +117,7 @@ def gaussian_weights(patch_shape, sigma_scale=0.125):
     -------
     ndarray, shape patch_shape, float32, maximum 1, minimum > 0
     """
-    check_positive(sigma_scale, "sigma_scale")
-    axes = []
-    for n in patch_shape:
-        centre = (n - 1) / 2
-        sigma = max(n * sigma_scale, 1e-3)
-        axes.append(np.exp(-0.5 * ((np.arange(n) - centre) / sigma) ** 2))
-    weights = np.outer(axes[0], axes[1])
-    weights /= weights.max()
-    return np.maximum(weights, 1e-3).astype(np.float32)
-
-
-def _tile_starts(length, patch, stride):
-    if length <= patch:
-        return [0]
-    starts = list(range(0, length - patch + 1, stride))
-    if starts[-1] != length - patch:
-        starts.append(length - patch)
-    return starts
+    return gaussian_weights_nd(patch_shape, sigma_scale)
 
 
 def predict_sliding_window(model, image, patch_size=None, overlap=0.5, batch_size=8, tta=False):
@@ -176,8 +160,8 @@ def predict_sliding_window(model, image, patch_size=None, overlap=0.5, batch_siz
     stride_h, stride_w = max(1, int(ph * (1 - overlap))), max(1, int(pw * (1 - overlap)))
     corners = [
         (y, x)
-        for y in _tile_starts(padded.shape[0], ph, stride_h)
-        for x in _tile_starts(padded.shape[1], pw, stride_w)
+        for y in tile_starts(padded.shape[0], ph, stride_h)
+        for x in tile_starts(padded.shape[1], pw, stride_w)
     ]
     weights = gaussian_weights((ph, pw))[..., None]
     total = None
@@ -278,9 +262,17 @@ def _read_config(folder):
     try:
         config = json.loads(config_path.read_text(encoding="utf-8"))
         problem = None if isinstance(config, dict) else "not a JSON object"
-        if problem is None and config.get("mode") not in ("resize", "patch"):
-            problem = f"mode is {config.get('mode')!r}, not 'resize' or 'patch'"
-        for key in ("input_size", "channels", "num_classes"):
+        if problem is None and config.get("mode") not in ("resize", "patch", "volume"):
+            problem = f"mode is {config.get('mode')!r}, not 'resize', 'patch' or 'volume'"
+        volume = problem is None and config.get("mode") == "volume"
+        if volume and config.get("dims") != 3:
+            problem = f"mode is 'volume' but dims is {config.get('dims')!r}, not 3"
+        if volume and not problem:
+            shape = config.get("patch_shape")
+            if not (isinstance(shape, list) and len(shape) == 3 and all(
+                    isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in shape)):
+                problem = f"patch_shape is {shape!r}, not three positive integers"
+        for key in ("channels", "num_classes") if volume else ("input_size", "channels", "num_classes"):
             value = config.get(key) if problem is None else 1
             if problem is None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
                 problem = f"{key} is {value!r}, not a positive integer"
@@ -359,11 +351,44 @@ def segment(model, image, config, tta=False, clean=None):
     """
     if not isinstance(image, MedicalImage):
         image = read_image(image)
-    slices = normalise_percentiles(image.to_slices())
     try:
+        if config.get("dims") == 3:
+            return segment_volume(model, image, config, tta=tta)
+        slices = normalise_percentiles(image.to_slices())
+        if config.get("context"):  # 2.5D: neighbouring slices as channels, as in training
+            slices = neighbour_slices(slices, config["context"])
         labels = predict_slices(model, config, slices, tta=tta, clean=clean)
     except ValueError as err:
         if image.path is None:
             raise
         raise ValueError(f"{image.path}: {err}") from None
     return image.from_slices(labels)
+
+
+def segment_volume(model, image, config, tta=False):
+    """A 3D model's label map for a volume, on the volume's own grid.
+
+    The volume is reoriented (and resampled to ``config["spacing_mm"]`` where given) by
+    ``geometry.prepare_volume``, normalised by ``volumes.normalise_volume``, predicted by
+    sliding window (``volumes.predict_volume`` over ``config["patch_shape"]``; ``tta``, or
+    ``config["tta"]`` as 3D runs set it, adds the left-right mirror), put back on the
+    image's grid with ``geometry.restore_probabilities``, and labelled by arg-max (threshold
+    0.5 for binary models); ``config["largest_structure"]`` keeps only the largest
+    connected piece of the foreground (``postprocessing.keep_largest_structure``).
+    """
+    from medseg_course import geometry, volumes  # noqa: PLC0415
+    from medseg_course.postprocessing import keep_largest_structure  # noqa: PLC0415
+
+    if not image.is_volume:
+        raise ValueError(
+            f"this model is 3D (config dims 3) and needs a volume (NIfTI or a DICOM series); got a {image.format} "
+            f"image of shape {np.shape(image.pixels)}. Use a 2D model for 2D images."
+        )
+    pixels, grid = geometry.prepare_volume(image, config.get("spacing_mm"))
+    pixels = match_channels(volumes.normalise_volume(pixels), config["channels"])
+    flip = bool(tta or config.get("tta"))
+    probs = volumes.predict_volume(model, pixels, tuple(config["patch_shape"]), flip=flip)
+    probs = geometry.restore_probabilities(probs, grid)
+    labels = (probs[..., 0] >= 0.5) if config["num_classes"] == 1 else np.argmax(probs, axis=-1)
+    labels = labels.astype(np.uint8)
+    return keep_largest_structure(labels) if config.get("largest_structure") else labels

@@ -11,9 +11,9 @@ import json
 import shutil
 from pathlib import Path
 
-from medseg_course.utils import atomic_path
+from medseg_course.utils import atomic_path, check_writable_folder
 
-__all__ = ["CONFIG_NAME", "MODEL_NAME", "RUN_FILES", "RESUME_KEYS", "RunFolderError", "check_run_folder", "clear_run_folder", "check_resumable",
+__all__ = ["CONFIG_NAME", "MODEL_NAME", "RUN_FILES", "RESUME_KEYS", "RunFolderError", "check_run_folder", "clear_run_folder", "check_resumable", "start_run",
            "epochs_logged", "write_json"]
 
 #: A run folder's configuration (how inputs were prepared) and its model.
@@ -23,7 +23,8 @@ MODEL_NAME = "model.keras"
 RUN_FILES = ("config.json", "log.csv", "model.keras", "best.keras", "resume.npz", "metrics.json", "overlays")
 #: Settings that must match for ``--resume`` to continue a run.
 RESUME_KEYS = ("data", "mode", "input_size", "channels", "num_classes", "model", "depth", "base_filters", "width",
-               "loss", "batch_size", "learning_rate", "augment", "seed", "threads", "split", "precision")
+               "loss", "batch_size", "learning_rate", "augment", "seed", "threads", "split", "precision",
+               "dims", "context", "patch_shape", "spacing_mm", "steps_per_epoch", "foreground_rate")
 #: What a run folder written before a setting existed used (its config.json lacks the key).
 RESUME_DEFAULTS = {"precision": "float32"}
 
@@ -50,7 +51,7 @@ def check_run_folder(out, data, overwrite=False, resume=False):
     out = Path(out)
     if overwrite and resume:
         raise RunFolderError("--overwrite and --resume contradict each other; pass one of them.")
-    if data not in ("phantom", "mni152"):
+    if data not in ("phantom", "mni152", "hippocampus"):
         data = Path(data).resolve()
         target = out.resolve()
         if target == data or data in target.parents:
@@ -80,6 +81,19 @@ def clear_run_folder(out):
             shutil.rmtree(path)
         elif path.exists() or path.is_symlink():
             path.unlink()
+
+
+def start_run(out, config, resume=False, overwrite=False):
+    """Open the run folder for training: on ``resume`` check that ``config`` matches the
+    run's (``check_resumable``); otherwise clear an old run's files (``overwrite``), check
+    that the folder can be written and write ``config.json``."""
+    if resume:
+        check_resumable(out, config)
+        return
+    if overwrite:
+        clear_run_folder(out)
+    check_writable_folder(out)
+    write_json(out / CONFIG_NAME, config)
 
 
 def check_resumable(out, config):

@@ -51,7 +51,8 @@ def training_cases(source, target="organ", num_images=64, image_size=128, val_fr
     ----------
     source : str or Path
         ``"phantom"`` (``num_images`` phantoms of ``image_size``), ``"mni152"`` (the template
-        brain's slices, split in slabs), or a data folder: ``images/`` + ``masks/``
+        brain's slices, split in slabs), ``"hippocampus"`` (the MRI volumes that ship with
+        the package, slice by slice), or a data folder: ``images/`` + ``masks/``
         (``layout="folders"``) or a Decathlon task (``layout="msd"``); ``"auto"`` tells them
         apart.
     target : str
@@ -86,7 +87,7 @@ def training_cases(source, target="organ", num_images=64, image_size=128, val_fr
         make = lambda idx: built_in([f"mni152_z{slices.slice_index[i]:03d}" for i in idx],  # noqa: E731
                                     slices.images[idx], slices.masks[idx])
         return make(split["train"]), make(split["val"]), {"source": "mni152", "spacing_mm": list(slices.spacing_mm)}
-    root = Path(source)
+    root = datasets.hippocampus_folder() if source == "hippocampus" else Path(source)
     if not root.exists():
         raise datasets.DataSetError(f"{root}: no such folder. Give a data folder, or 'phantom' or 'mni152'.")
     if not root.is_dir():
