@@ -115,7 +115,7 @@ def _cmd_predict(args):
     written = []
     for path, stem in _progress(list(zip(files, stems)), len(files), "predicting"):
         image = read_image(path)
-        mask = segment(model, image, config, tta=args.tta, clean=clean)
+        mask = segment(model, image, config, tta=args.tta or None, clean=clean)  # None: the run's choice
         target = out / f"{stem}_mask{'.png' if image.format == 'raster' else '.nii.gz'}"
         write_mask(mask, target, like=image, overwrite=args.overwrite)
         labels = image.to_slices(mask)
@@ -235,7 +235,8 @@ def build_parser():
     train.add_argument("--base-filters", type=int, default=None, help="U-Net filters at the first level (2D 8, 3D 16)")
     train.add_argument("--width", type=float, default=0.25, help="filter multiplier of the article's model")
     train.add_argument("--loss", default="dice_ce", help="bce, weighted_bce, dice, dice_ce, focal, tversky, focal_tversky")
-    train.add_argument("--epochs", type=int, default=None, help="at most this many epochs (2D 15, 3D 1000)")
+    train.add_argument("--epochs", type=int, default=None,
+                       help="at most this many epochs (2D 15; 3D 15, or as many as --time-budget allows)")
     train.add_argument("--patience", type=int, default=None, help="early stopping patience (epochs)")
     train.add_argument("--batch-size", type=int, default=None, help="images (2D 8) or patches (3D 2) per step")
     train.add_argument("--learning-rate", type=float, default=1e-3)
@@ -261,7 +262,8 @@ def build_parser():
     predict.add_argument("--model", required=True, help="RUN_DIR/model.keras (or RUN_DIR)")
     predict.add_argument("--input", required=True, help="an image file, a DICOM series folder, or a folder of images")
     predict.add_argument("--out", required=True, help="folder for the masks and overlays")
-    predict.add_argument("--tta", action="store_true", help="average over flipped copies (4x slower)")
+    predict.add_argument("--tta", action="store_true",
+                         help="average over flipped copies (2D: 4x slower; 3D runs mirror left-right by default)")
     predict.add_argument("--min-size", type=int, default=0, help="binary: remove components smaller than this (pixels)")
     predict.add_argument("--fill-holes", action="store_true", help="binary: fill enclosed holes")
     predict.add_argument("--largest", action="store_true", help="binary: keep only the largest component")

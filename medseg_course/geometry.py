@@ -25,7 +25,7 @@ import numpy as np
 
 from medseg_course.utils import check_array
 
-__all__ = ["VolumeGrid", "to_canonical", "canonical_spacing_mm", "resample", "prepare_volume", "prepare_labels", "restore_labels",
+__all__ = ["VolumeGrid", "is_volume", "to_canonical", "canonical_spacing_mm", "resample", "prepare_volume", "prepare_labels", "restore_labels",
            "restore_probabilities", "canonical_affine"]
 
 
@@ -60,6 +60,14 @@ class VolumeGrid:
     def resampled(self):
         """True when the prepared array has another voxel size than the canonical one."""
         return not np.allclose(self.spacing_mm, self.canonical_spacing_mm)
+
+
+def is_volume(image):
+    """Whether ``image`` (a ``MedicalImage``) is a 3D volume with an orientation: pixels
+    ``(X, Y, Z)`` or multi-channel ``(X, Y, Z, C)`` with more than one voxel along each of the
+    three axes, and an affine."""
+    shape = np.shape(image.pixels)
+    return image.affine is not None and len(shape) in (3, 4) and min(shape[:3]) > 1
 
 
 def _orientation(affine):

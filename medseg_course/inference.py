@@ -272,6 +272,10 @@ def _read_config(folder):
             if not (isinstance(shape, list) and len(shape) == 3 and all(
                     isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in shape)):
                 problem = f"patch_shape is {shape!r}, not three positive integers"
+            spacing = config.get("spacing_mm")
+            if not problem and spacing is not None and not (isinstance(spacing, list) and len(spacing) == 3 and all(
+                    isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0 for v in spacing)):
+                problem = f"spacing_mm is {spacing!r}, not three positive numbers"
         for key in ("channels", "num_classes") if volume else ("input_size", "channels", "num_classes"):
             value = config.get(key) if problem is None else 1
             if problem is None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
@@ -324,7 +328,7 @@ def predict_slices(model, config, slices, tta=False, clean=None):
     return np.stack(out)
 
 
-def segment(model, image, config, tta=False, clean=None):
+def segment(model, image, config, tta=None, clean=None):
     """Segment one image as ``medseg-course predict`` does: the label map on its own grid.
 
     Parameters
@@ -336,8 +340,9 @@ def segment(model, image, config, tta=False, clean=None):
     config : dict
         The run configuration from ``load_run`` (``mode``, ``input_size``, ``channels``,
         ``num_classes``).
-    tta : bool
-        Average the four flips (``predict``).
+    tta : bool or None
+        2D: True averages the four flips (``predict``). 3D: True adds the left-right
+        mirror; None (the default) does what the run chose (``config["tta"]``).
     clean : dict, optional
         ``postprocessing.postprocess`` options for binary models, e.g.
         ``{"min_size": 50, "fill": True, "largest": False}``.
@@ -352,8 +357,9 @@ def segment(model, image, config, tta=False, clean=None):
     if not isinstance(image, MedicalImage):
         image = read_image(image)
     try:
-        if config.get("dims") == 3:
+        if config.get("mode") == "volume":
             return segment_volume(model, image, config, tta=tta)
+        tta = bool(tta)
         slices = normalise_percentiles(image.to_slices())
         if config.get("context"):  # 2.5D: neighbouring slices as channels, as in training
             slices = neighbour_slices(slices, config["context"])
@@ -365,13 +371,13 @@ def segment(model, image, config, tta=False, clean=None):
     return image.from_slices(labels)
 
 
-def segment_volume(model, image, config, tta=False):
+def segment_volume(model, image, config, tta=None):
     """A 3D model's label map for a volume, on the volume's own grid.
 
     The volume is reoriented (and resampled to ``config["spacing_mm"]`` where given) by
     ``geometry.prepare_volume``, normalised by ``volumes.normalise_volume``, predicted by
-    sliding window (``volumes.predict_volume`` over ``config["patch_shape"]``; ``tta``, or
-    ``config["tta"]`` as 3D runs set it, adds the left-right mirror), put back on the
+    sliding window (``volumes.predict_volume`` over ``config["patch_shape"]``; ``tta=True``
+    adds the left-right mirror, None follows ``config["tta"]``), put back on the
     image's grid with ``geometry.restore_probabilities``, and labelled by arg-max (threshold
     0.5 for binary models); ``config["largest_structure"]`` keeps only the largest
     connected piece of the foreground (``postprocessing.keep_largest_structure``).
@@ -379,16 +385,16 @@ def segment_volume(model, image, config, tta=False):
     from medseg_course import geometry, volumes  # noqa: PLC0415
     from medseg_course.postprocessing import keep_largest_structure  # noqa: PLC0415
 
-    if not image.is_volume:
+    if not geometry.is_volume(image):
         raise ValueError(
             f"this model is 3D (config dims 3) and needs a volume (NIfTI or a DICOM series); got a {image.format} "
             f"image of shape {np.shape(image.pixels)}. Use a 2D model for 2D images."
         )
     pixels, grid = geometry.prepare_volume(image, config.get("spacing_mm"))
     pixels = match_channels(volumes.normalise_volume(pixels), config["channels"])
-    flip = bool(tta or config.get("tta"))
+    flip = bool(config.get("tta")) if tta is None else bool(tta)
     probs = volumes.predict_volume(model, pixels, tuple(config["patch_shape"]), flip=flip)
     probs = geometry.restore_probabilities(probs, grid)
-    labels = (probs[..., 0] >= 0.5) if config["num_classes"] == 1 else np.argmax(probs, axis=-1)
-    labels = labels.astype(np.uint8)
+    labels = (probs[..., 0] >= 0.5).astype(np.uint8) if config["num_classes"] == 1 else \
+        np.argmax(probs, axis=-1).astype(np.uint8)
     return keep_largest_structure(labels) if config.get("largest_structure") else labels

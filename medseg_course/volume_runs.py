@@ -25,8 +25,8 @@ from medseg_course.datasets import DataSetError
 __all__ = ["VolumeCase", "MIN_SLICES_3D", "DEFAULTS_3D", "choose_dims", "is_volume_data", "load_volume_cases", "prepare_volume_case",
            "median_spacing", "default_patch_shape", "split_volume_cases", "score_cases", "train_run"]
 
-#: ``--dims auto`` trains a 3D model when every volume has at least this many voxels along
-#: each axis; thinner stacks are segmented slice by slice.
+#: ``--dims auto`` trains a 3D model when the first volumes have at least this many voxels
+#: along each axis; thinner stacks are segmented slice by slice.
 MIN_SLICES_3D = 16
 
 
@@ -71,7 +71,7 @@ def choose_dims(source, layout="auto", min_slices=MIN_SLICES_3D):
 
 def is_volume_data(cases, min_slices=MIN_SLICES_3D):
     """Whether every case is a 3D volume with at least ``min_slices`` voxels along each axis."""
-    return all(c.image.is_volume and min(np.shape(c.image.pixels)[:3]) >= min_slices for c in cases)
+    return all(geometry.is_volume(c.image) and min(np.shape(c.image.pixels)[:3]) >= min_slices for c in cases)
 
 
 def load_volume_cases(source, layout="auto"):
@@ -89,7 +89,7 @@ def load_volume_cases(source, layout="auto"):
             layout = "msd" if (root / "dataset.json").is_file() else "folders"
         cases = datasets.load_msd(root)[0] if layout == "msd" else datasets.load_paired_folders(root)
         info = {"source": str(root.resolve()), "layout": layout}
-    flat = [c for c in cases if not (c.image.is_volume and c.image.affine is not None)]
+    flat = [c for c in cases if not geometry.is_volume(c.image)]
     if flat:
         raise DataSetError(
             f"{flat[0].image.path}: a 2D image (shape {np.shape(flat[0].image.pixels)}); --dims 3 needs volumes "
@@ -133,9 +133,10 @@ DEFAULTS_3D = {"depth": 3, "base_filters": 16, "batch_size": 2, "learning_rate":
                "foreground_rate": 0.33, "val_fraction": 0.1, "test_fraction": 0.2}
 
 
-def score_cases(model, config, cases, tta=False, progress=None):
+def score_cases(model, config, cases, tta=None, progress=None):
     """Per case and label, every metric of ``evaluation.score_case`` for the prediction
-    ``inference.segment_volume`` makes on the file's own grid, in mm and mL."""
+    ``inference.segment_volume`` makes on the file's own grid, in mm and mL (``tta``: None
+    follows ``config["tta"]``, as ``medseg-course predict`` does)."""
     from medseg_course.evaluation import score_case  # noqa: PLC0415
     from medseg_course.inference import segment_volume  # noqa: PLC0415
 
@@ -196,12 +197,15 @@ def train_run(settings, out, resume=False, overwrite=False, report=print, progre
                                                       "steps_per_epoch", "foreground_rate")},
         "loss": settings.get("loss", "dice_ce"), "epochs": settings["epochs"], "augment": settings.get("augment", True),
         "seed": settings["seed"], "threads": settings.get("threads", 2),
-        "time_budget_min": settings.get("time_budget_min"), "largest_structure": True, "tta": True,
+        "time_budget_min": settings.get("time_budget_min"), "largest_structure": _one_piece(train), "tta": True,
         "normalisation": "per volume: clip to 0.5-99.5 percentiles, then z-score",
         "orientation": "reoriented to RAS+, slices first (S, R, A); predictions written on each input's grid",
         "split": split, "device": info_env.device, "versions": info_env.versions,
     }
     run_folder.start_run(out, config, resume, overwrite)
+    if num_classes > 1 and config["loss"] in ("bce", "weighted_bce"):
+        raise ValueError(f"--loss {config['loss']} is for binary masks; these masks have {num_classes} labels. "
+                         "Use dice_ce.")
     model = models.build_unet((*config["patch_shape"], channels), num_classes, settings["depth"],
                               settings["base_filters"])
     training.compile_model(model, loss=config["loss"], learning_rate=settings["learning_rate"])
@@ -213,8 +217,8 @@ def train_run(settings, out, resume=False, overwrite=False, report=print, progre
                                             settings["foreground_rate"], config["augment"], settings["seed"])
     budget = None if settings.get("time_budget_min") is None else settings["time_budget_min"] * 60
     try:
-        training.fit(model, patches.dataset, epochs=settings["epochs"], out_dir=out, overwrite=overwrite,
-                     time_budget_s=budget, resume=resume, verbose=0,
+        training.fit(model, patches.dataset, epochs=settings["epochs"], patience=settings.get("patience"), out_dir=out,
+                     overwrite=overwrite, time_budget_s=budget, resume=resume, verbose=settings.get("verbose", 2),
                      val_callback=volume_training.VolumeValidation([(c.pixels, c.labels) for c in val],
                                                                    config["patch_shape"]),
                      callbacks=[patches, volume_training.PolyDecay(settings["learning_rate"], settings["epochs"],
@@ -232,6 +236,16 @@ def train_run(settings, out, resume=False, overwrite=False, report=print, progre
                "train_seconds": round(train_seconds, 1), "epochs_run": run_folder.epochs_logged(out)}
     run_folder.write_json(out / "metrics.json", metrics)
     return metrics
+
+
+def _one_piece(cases, share=0.9):
+    """Whether the foreground of at least ``share`` of the training label maps is one
+    connected structure (then predictions keep only their largest structure); data sets
+    with several organs, lesions or vessel trees are left as predicted."""
+    from scipy import ndimage  # noqa: PLC0415
+
+    counts = [ndimage.label(c.labels > 0)[1] for c in cases]
+    return bool(np.mean([n == 1 for n in counts]) >= share)
 
 
 def _per_label(rows):

@@ -33,8 +33,8 @@ class VolumePatches(keras.callbacks.Callback):
     Parameters
     ----------
     cases : list of (ndarray (Z, H, W, C), ndarray (Z, H, W))
-        Prepared, normalised volumes and label maps; smaller ones are padded (with each
-        volume's minimum, labels with 0) to the patch.
+        Prepared, normalised volumes and label maps; smaller ones are padded (each channel
+        with its minimum, labels with 0) to the patch, as ``volumes.predict_volume`` pads.
     patch_shape : (int, int, int)
     batch_size, steps_per_epoch : int
     foreground_rate : float
@@ -50,7 +50,7 @@ class VolumePatches(keras.callbacks.Callback):
         check_positive(batch_size, "batch_size", integer=True)
         check_positive(steps_per_epoch, "steps_per_epoch", integer=True)
         self.patch = tuple(int(v) for v in patch_shape)
-        self.volumes = [pad_to(image, self.patch, value=float(np.min(image)))[0] for image, _ in cases]
+        self.volumes = [pad_to(image, self.patch, value="minimum")[0] for image, _ in cases]
         self.labels = [pad_to(label, self.patch)[0] for _, label in cases]
         self.batch_size, self.steps_per_epoch = int(batch_size), int(steps_per_epoch)
         self.foreground_rate, self.augment, self.seed = foreground_rate, augment, int(seed)
@@ -104,9 +104,8 @@ def test_scores(model, cases, patch_shape=None, flip=False):
 
 
 class VolumeValidation(keras.callbacks.Callback):
-    """Logs ``val_dice`` over whole validation volumes after each epoch (put it before
-    ``training.fit``'s own callbacks see the logs: pass it to ``fit`` through
-    ``callbacks``)."""
+    """Logs ``val_dice`` over whole validation volumes after each epoch: pass it as
+    ``training.fit``'s ``val_callback``, which makes ``fit`` keep the best epoch by it."""
 
     def __init__(self, cases, patch_shape=None):
         super().__init__()

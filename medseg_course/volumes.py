@@ -56,17 +56,37 @@ def normalise_volume(pixels, lower=0.5, upper=99.5):
 def pad_to(array, shape, value=0.0):
     """Pad the leading axes of ``array`` symmetrically to at least ``shape``.
 
+    Parameters
+    ----------
+    array : ndarray
+    shape : tuple of int
+        Minimum sizes of the leading ``len(shape)`` axes.
+    value : float or "minimum"
+        The fill; ``"minimum"`` fills each channel (the trailing axes) with its own minimum,
+        as training and prediction of a normalised volume both do.
+
     Returns
     -------
     (ndarray, tuple of slice)
-        The padded array and the slices that cut the original back out (``crop_to``).
+        The padded array (``array`` itself when no padding is needed) and the slices that
+        cut the original back out (``crop_to``).
     """
     array = np.asarray(array)
+    spatial = len(shape)
     before = [max(0, t - n) // 2 for n, t in zip(array.shape, shape)]
     after = [max(0, t - n) - b for n, t, b in zip(array.shape, shape, before)]
-    widths = list(zip(before, after)) + [(0, 0)] * (array.ndim - len(shape))
-    window = tuple(slice(b, b + n) for b, n in zip(before, array.shape[: len(shape)]))
-    return np.pad(array, widths, constant_values=value), window
+    window = tuple(slice(b, b + n) for b, n in zip(before, array.shape[:spatial]))
+    if not any(before) and not any(after):
+        return array, window
+    if isinstance(value, str):
+        if value != "minimum":
+            raise ValueError(f"value must be a number or 'minimum'. Received: value={value!r}")
+        value = array.min(axis=tuple(range(spatial))) if array.ndim > spatial else array.min()
+    padded = np.empty(tuple(n + b + a for n, b, a in zip(array.shape, before, after)) + array.shape[spatial:],
+                      array.dtype)
+    padded[...] = value
+    padded[window] = array
+    return padded, window
 
 
 def crop_to(array, window):
@@ -213,7 +233,8 @@ def predict_volume(model, volume, patch_shape=None, overlap=0.5, batch_size=2, f
     Returns
     -------
     ndarray (Z, H, W, K) float32
-        Smaller volumes are padded for the prediction and cropped back.
+        Smaller volumes are padded (each channel with its minimum, as in training) for the
+        prediction and cropped back.
     """
     volume = check_array(volume, "volume", ndim=4, dtype_kind="biuf").astype(np.float32)
     if not 0 <= overlap < 1:
@@ -223,7 +244,7 @@ def predict_volume(model, volume, patch_shape=None, overlap=0.5, batch_size=2, f
         if None in patch_shape:
             raise ValueError("The model accepts any size; pass patch_shape=(depth, height, width).")
     patch = tuple(int(v) for v in patch_shape)
-    padded, window = pad_to(volume, patch)
+    padded, window = pad_to(volume, patch, value="minimum")  # as training pads (VolumePatches)
     strides = [max(1, int(p * (1 - overlap))) for p in patch]
     corners = [(z, y, x) for z in tile_starts(padded.shape[0], patch[0], strides[0])
                for y in tile_starts(padded.shape[1], patch[1], strides[1])
@@ -244,7 +265,8 @@ def predict_volume(model, volume, patch_shape=None, overlap=0.5, batch_size=2, f
         for (z, y, x), tile in zip(chunk, probs):
             total[z: z + patch[0], y: y + patch[1], x: x + patch[2]] += tile * weights
             norm[z: z + patch[0], y: y + patch[1], x: x + patch[2]] += weights
-    return crop_to(total / norm, window).astype(np.float32)
+    total /= norm
+    return crop_to(total, window).astype(np.float32)
 
 
 def neighbour_slices(volume, context=1):

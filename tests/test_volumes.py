@@ -76,3 +76,33 @@ def test_neighbour_slices_centre_channel_is_the_slice():
     assert stacked.shape == (4, 3, 2, 3)
     assert np.array_equal(stacked[..., 1], volume)
     assert np.array_equal(stacked[0, ..., 0], volume[0]) and np.array_equal(stacked[2, ..., 2], volume[3])
+
+
+def test_training_and_prediction_pad_with_each_channels_minimum():
+    volume = np.stack([np.full((4, 5, 6), 2.0), np.full((4, 5, 6), -3.0)], -1).astype(np.float32)
+    volume[0, 0, 0] = (-1.0, -7.0)
+    padded, window = volumes.pad_to(volume, (8, 5, 6), value="minimum")
+    assert padded.shape == (8, 5, 6, 2)
+    assert np.array_equal(padded[0, :, :, 0], np.full((5, 6), -1.0)) and np.all(padded[-1, ..., 1] == -7.0)
+    assert np.array_equal(volumes.crop_to(padded, window), volume)
+    same, _ = volumes.pad_to(volume, (4, 5, 6), value="minimum")
+    assert same is volume  # nothing to pad: no copy
+
+    seen = []
+
+    def record(batch):
+        seen.append(np.asarray(batch).copy())
+        return np.asarray(batch, np.float32)
+
+    volumes.predict_volume(record, volume, patch_shape=(8, 8, 8))
+    assert seen[0][0, 0, 0, 0, 1] == -7.0  # the padded border as training saw it
+
+
+def test_a_multichannel_volume_is_a_volume():
+    from medseg_course import geometry
+    from medseg_course.io import MedicalImage
+
+    image = MedicalImage(np.zeros((6, 7, 8, 2), np.float32), (1.0, 1.0, 1.0), np.eye(4), None, "nifti")
+    assert geometry.is_volume(image)
+    pixels, grid = geometry.prepare_volume(image)
+    assert pixels.shape == (8, 6, 7, 2)
