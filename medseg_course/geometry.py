@@ -47,6 +47,8 @@ class VolumeGrid:
         Voxel size of the prepared array, the same order.
     shape_canonical : tuple of int
         Spatial shape after reorientation (slices first), before resampling.
+    shape_prepared : tuple of int
+        Spatial shape of the prepared array (after resampling).
     """
 
     shape: tuple
@@ -55,11 +57,7 @@ class VolumeGrid:
     canonical_spacing_mm: tuple
     spacing_mm: tuple
     shape_canonical: tuple
-
-    @property
-    def resampled(self):
-        """True when the prepared array has another voxel size than the canonical one."""
-        return not np.allclose(self.spacing_mm, self.canonical_spacing_mm)
+    shape_prepared: tuple
 
 
 def is_volume(image):
@@ -106,7 +104,7 @@ def canonical_affine(grid):
     affine = np.asarray(grid.affine, float) @ nib.orientations.inv_ornt_aff(grid.orientation, grid.shape)
     affine = affine[:, [2, 0, 1, 3]]  # columns (i, j, k) -> (k, i, j): slices first
     # resampling keeps the extent: old index = (new index + 0.5) * factor - 0.5, per axis
-    factors = np.asarray(grid.shape_canonical, float) / np.asarray(_prepared_shape(grid), float)
+    factors = np.asarray(grid.shape_canonical, float) / np.asarray(grid.shape_prepared, float)
     step = np.eye(4)
     step[:3, :3] = np.diag(factors)
     step[:3, 3] = (factors - 1) / 2
@@ -187,7 +185,7 @@ def prepare_volume(image, spacing_mm=None, order=1):
     spacing = tuple(s * n / m for s, n, m in zip(canonical_spacing, shape_canonical, new_shape))
     prepared = resample(canonical, new_shape, order=order).astype(np.float32)
     grid = VolumeGrid(tuple(pixels.shape[:3]), np.asarray(image.affine, float), ornt, canonical_spacing,
-                      spacing, tuple(shape_canonical))
+                      spacing, tuple(shape_canonical), new_shape)
     return prepared, grid
 
 
@@ -196,13 +194,7 @@ def prepare_labels(labels, grid):
     ``prepare_volume`` (nearest neighbour)."""
     canonical, _ = to_canonical(np.asarray(labels), grid.affine)
     canonical = np.moveaxis(canonical, 2, 0)
-    new_shape = _prepared_shape(grid)
-    return resample(canonical, new_shape, order=0)
-
-
-def _prepared_shape(grid):
-    return tuple(int(round(n * s / t)) for n, s, t in zip(grid.shape_canonical, grid.canonical_spacing_mm,
-                                                          grid.spacing_mm))
+    return resample(canonical, grid.shape_prepared, order=0)
 
 
 _RAS = np.array([[0, 1], [1, 1], [2, 1]], float)

@@ -22,7 +22,7 @@ import numpy as np
 from medseg_course import datasets, geometry, volumes
 from medseg_course.datasets import DataSetError
 
-__all__ = ["VolumeCase", "MIN_SLICES_3D", "DEFAULTS_3D", "choose_dims", "is_volume_data", "load_volume_cases", "prepare_volume_case",
+__all__ = ["VolumeCase", "MIN_SLICES_3D", "DEFAULTS_3D", "choose_dims", "load_volume_cases", "prepare_volume_case",
            "median_spacing", "default_patch_shape", "split_volume_cases", "score_cases", "train_run"]
 
 #: ``--dims auto`` trains a 3D model when the first volumes have at least this many voxels
@@ -67,11 +67,6 @@ def choose_dims(source, layout="auto", min_slices=MIN_SLICES_3D):
     except Exception:  # noqa: BLE001  (unreadable: the 2D path names the problem)
         return 2
     return 3 if shapes and all(len(s) >= 3 and min(s[:3]) >= min_slices for s in shapes) else 2
-
-
-def is_volume_data(cases, min_slices=MIN_SLICES_3D):
-    """Whether every case is a 3D volume with at least ``min_slices`` voxels along each axis."""
-    return all(geometry.is_volume(c.image) and min(np.shape(c.image.pixels)[:3]) >= min_slices for c in cases)
 
 
 def load_volume_cases(source, layout="auto"):

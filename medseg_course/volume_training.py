@@ -12,6 +12,8 @@ epoch to ``lr * (1 - epoch / epochs) ** 0.9`` (nnU-Net's schedule).
 
 from __future__ import annotations
 
+import time
+
 import keras
 import numpy as np
 
@@ -88,9 +90,10 @@ def validation_dice(model, cases, patch_shape=None, flip=False):
 
 
 def test_scores(model, cases, patch_shape=None, flip=False):
-    """Per volume, the Dice of each foreground label (``metrics.evaluate_labels``) of the
-    arg-max of ``volumes.predict_volume``: a list of lists."""
-    from medseg_course.metrics import evaluate_labels  # noqa: PLC0415
+    """Per volume, the Dice of each foreground label (``metrics.dice`` over the whole
+    volume; 1.0 where truth and prediction are both empty) of the arg-max (threshold 0.5
+    for one class) of ``volumes.predict_volume``: a list of lists."""
+    from medseg_course.metrics import dice  # noqa: PLC0415
 
     num_classes = int(model.output_shape[-1])
     labels = [1] if num_classes == 1 else list(range(1, num_classes))
@@ -98,8 +101,7 @@ def test_scores(model, cases, patch_shape=None, flip=False):
     for image, label in cases:
         probs = predict_volume(model, image, patch_shape, flip=flip)
         pred = (probs[..., 0] >= 0.5) if num_classes == 1 else np.argmax(probs, axis=-1)
-        rows = evaluate_labels(label, pred.astype(np.uint8), labels=labels)
-        scores.append([row["dice"] for row in rows])
+        scores.append([float(dice(label == k, pred == k, per_image=False)) for k in labels])
     return scores
 
 
@@ -128,8 +130,6 @@ class PolyDecay(keras.callbacks.Callback):
         self.initial, self.epochs, self.time_budget_s = float(initial), int(epochs), time_budget_s
 
     def on_train_begin(self, logs=None):
-        import time  # noqa: PLC0415
-
         self._start = time.perf_counter()
 
     def rate(self, epoch, elapsed_s=0.0):
@@ -139,8 +139,6 @@ class PolyDecay(keras.callbacks.Callback):
         return self.initial * max(0.0, 1 - progress) ** 0.9
 
     def on_epoch_begin(self, epoch, logs=None):
-        import time  # noqa: PLC0415
-
         rate = self.rate(epoch, time.perf_counter() - self._start)
         self.model.optimizer.learning_rate.assign(rate)
 
