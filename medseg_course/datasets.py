@@ -40,12 +40,16 @@ class Case:
         uint8 labels with the image's spatial shape (0 background; 1 foreground for binary
         masks); ``None`` for unlabelled images.
     mask_path : Path or None
+    subject : str or None
+        The person the image shows, where the data say (a Decathlon entry's ``"subject"``);
+        splits keep a subject's cases together. ``None``: the case is its own subject.
     """
 
     name: str
     image: object
     mask: np.ndarray | None
     mask_path: object = None
+    subject: str | None = None
 
 
 def _pair_key(stem):
@@ -347,13 +351,24 @@ def load_msd(root):
             )
         _check_mask_geometry(image, mask, label_image, label_path)
         name = Path(entry["image"]).name.split(".")[0]
-        cases.append(Case(name, image, mask, label_path))
+        subject = entry.get("subject") if isinstance(entry, dict) else None
+        cases.append(Case(name, image, mask, label_path, None if subject is None else str(subject)))
     manifest["labels"] = labels
     return cases, manifest
 
 
-def split_cases(names, val_fraction=0.2, test_fraction=0.0, seed=0):
-    """Split case names into train/val/test, by case (never by slice).
+def split_cases(names, val_fraction=0.2, test_fraction=0.0, seed=0, groups=None):
+    """Split case names into train/val/test, by case (never by slice), or by subject.
+
+    Parameters
+    ----------
+    names : list of str
+    val_fraction, test_fraction : float
+        Shares of the cases (of the subjects, with ``groups``) for validation and test.
+    seed : int
+    groups : dict of str to str, optional
+        Each case's subject: the cases of one subject (both sides of one head, follow-up
+        scans) land in the same part, so no test subject was seen in training.
 
     Returns
     -------
@@ -365,15 +380,21 @@ def split_cases(names, val_fraction=0.2, test_fraction=0.0, seed=0):
     for label, value in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):
         if not 0 <= value < 1:
             raise ValueError(f"{label} must be in [0, 1). Received: {label}={value}")
-    order = [names[i] for i in np.random.default_rng(seed).permutation(len(names))]
-    n_val = max(1, round(val_fraction * len(names))) if val_fraction > 0 else 0
-    n_test = max(1, round(test_fraction * len(names))) if test_fraction > 0 else 0
-    if n_val + n_test >= len(names):
+    subject_of = {name: (groups or {}).get(name) or name for name in names}
+    subjects = sorted(set(subject_of.values()))
+    order = [subjects[i] for i in np.random.default_rng(seed).permutation(len(subjects))]
+    n_val = max(1, round(val_fraction * len(subjects))) if val_fraction > 0 else 0
+    n_test = max(1, round(test_fraction * len(subjects))) if test_fraction > 0 else 0
+    if n_val + n_test >= len(subjects):
+        unit = "subjects" if len(subjects) < len(names) else "cases"
         raise ValueError(
-            f"{len(names)} cases cannot give {n_val} validation and {n_test} test cases and still leave "
-            "training cases. Add cases or lower the fractions."
+            f"{len(subjects)} {unit} cannot give {n_val} validation and {n_test} test {unit} and still leave "
+            "training ones. Add cases or lower the fractions."
         )
-    return {"val": order[:n_val], "test": order[n_val : n_val + n_test], "train": order[n_val + n_test :]}
+    part_of = {s: "val" if i < n_val else "test" if i < n_val + n_test else "train" for i, s in enumerate(order)}
+    rank = {s: i for i, s in enumerate(order)}
+    ordered = sorted(names, key=lambda name: (rank[subject_of[name]], name))
+    return {part: [n for n in ordered if part_of[subject_of[n]] == part] for part in ("val", "test", "train")}
 
 
 def volume_slices(case, axis=2):

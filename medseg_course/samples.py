@@ -108,7 +108,8 @@ def training_cases(source, target="organ", num_images=64, image_size=128, val_fr
         cases = datasets.load_paired_folders(root, invert=invert_masks, allow_unmatched=allow_unmatched)
     if len(cases) < 2:
         raise datasets.DataSetError(f"{root}: {len(cases)} case(s); training needs at least 2 (one for validation).")
-    split = datasets.split_cases([c.name for c in cases], val_fraction=val_fraction, seed=seed)
+    split = datasets.split_cases([c.name for c in cases], val_fraction=val_fraction, seed=seed,
+                                 groups={c.name: c.subject for c in cases if c.subject})
     prepared = {c.name: prepare_case(c) for c in cases}
     train = [prepared[n] for n in split["train"]]
     val = [prepared[n] for n in split["val"]]

@@ -307,3 +307,21 @@ def test_safe_extract_unpacks_a_clean_archive_and_never_replaces_files(served_ar
     (tmp_path / "junk.tar").write_bytes(b"not an archive at all")
     with pytest.raises(DataSetError, match="not a tar or zip archive"):
         mc.data.safe_extract(tmp_path / "junk.tar", tmp_path / "out2")
+
+
+def test_split_by_subject_keeps_a_subjects_cases_together():
+    names = [f"c{i:02d}" for i in range(30)]
+    plain = mc.data.split_cases(names, val_fraction=0.2, test_fraction=0.2, seed=3)
+    assert mc.data.split_cases(names, val_fraction=0.2, test_fraction=0.2, seed=3, groups={}) == plain
+    groups = {name: f"s{i // 2}" for i, name in enumerate(names)}  # two cases per subject
+    split = mc.data.split_cases(names, val_fraction=0.2, test_fraction=0.2, seed=3, groups=groups)
+    part_of = {name: part for part, members in split.items() for name in members}
+    assert sorted(part_of) == names
+    assert all(part_of[a] == part_of[b] for a, b in zip(names[::2], names[1::2]))
+    assert {part: len(members) for part, members in split.items()} == {"val": 6, "test": 6, "train": 18}
+
+
+def test_the_hippocampus_files_carry_their_subjects():
+    cases, _ = mc.data.load_hippocampus()
+    subjects = {c.subject for c in cases}
+    assert len(cases) == 208 and None not in subjects and len(subjects) == 147
