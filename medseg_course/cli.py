@@ -57,10 +57,14 @@ def _cmd_train(args):
     out = Path(args.out)
     run_folder.check_run_folder(out, args.data, args.overwrite, args.resume)
     dims = volume_runs.choose_dims(args.data, args.layout) if args.dims == "auto" else float(args.dims)
+    if args.augment_3d and dims != 3:
+        raise CLIError(f"--augment {args.augment_3d} chooses a 3D augmentation; this run is {dims:g}D. "
+                       "Leave it out (2D runs augment unless --no-augment).")
     settings = {key: getattr(args, key) for key in (
         "data", "layout", "target", "num_images", "image_size", "val_fraction", "invert_masks", "allow_unmatched",
         "seed", "mode", "patch_size", "patches_per_image", "precision", "model", "depth", "base_filters", "width",
-        "loss", "learning_rate", "batch_size", "epochs", "threads", "patience", "patch_shape", "steps_per_epoch")}
+        "loss", "learning_rate", "batch_size", "epochs", "threads", "patience", "patch_shape", "steps_per_epoch",
+        "bn_momentum", "augment_3d")}
     settings.update(augment=not args.no_augment, time_budget_min=args.time_budget, verbose=1 if sys.stdout.isatty() else 2,
                     context=1 if dims == 2.5 else 0)
     if dims == 3:
@@ -240,6 +244,8 @@ def build_parser():
     train.add_argument("--patience", type=int, default=None, help="early stopping patience (epochs)")
     train.add_argument("--batch-size", type=int, default=None, help="images (2D 8) or patches (3D 2) per step")
     train.add_argument("--learning-rate", type=float, default=1e-3)
+    train.add_argument("--bn-momentum", type=float, default=None,
+                       help="batch norm: share of the old moving statistics kept each step (2D 0.5, 3D 0.5)")
     train.add_argument("--precision", choices=("float32", "bfloat16"), default="float32",
                        help="bfloat16: mixed precision; measure first (benchmarks/README.md): with AMX it trained a "
                             "16-filter U-Net 1.9x faster and the default 8-filter one 3x slower")
@@ -250,6 +256,9 @@ def build_parser():
     train.add_argument("--time-budget", type=float, default=None, metavar="MIN",
                        help="stop after this many minutes, keeping the best checkpoint")
     train.add_argument("--no-augment", action="store_true", help="turn augmentation off")
+    train.add_argument("--augment", dest="augment_3d", choices=("off", "mirror", "anatomy"), default=None,
+                       help="3D: off (default: measured best in a 15-minute CPU budget), mirror (left-right only; "
+                            "predictions then average the mirror), anatomy (mirror, rotation, zoom, intensity, gamma)")
     train.add_argument("--invert-masks", action="store_true", help="masks mark the foreground with 0")
     train.add_argument("--allow-unmatched", action="store_true", help="skip unmatched files with a warning")
     train.add_argument("--num-images", type=int, default=160, help="phantom: number of images")

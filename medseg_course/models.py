@@ -292,18 +292,21 @@ def build_unet(
     return keras.Model(inputs, outputs, name=name)
 
 
-def build_model(name, input_shape, num_classes=1, depth=4, base_filters=16, width=1.0, precision="float32"):
+def build_model(name, input_shape, num_classes=1, depth=4, base_filters=16, width=1.0, precision="float32",
+                bn_momentum=0.5):
     """``"unet"`` (``build_unet``) or ``"seed"`` (``build_seed_encoder_decoder``), as
     ``medseg-course train --model`` builds it. Under ``precision="bfloat16"`` its layers
     compute in bfloat16 (Keras's ``mixed_bfloat16``: float32 weights, loss and head); the
-    policy is set only while the layers are made, so the caller's global policy is kept."""
+    policy is set only while the layers are made, so the caller's global policy is kept.
+    ``bn_momentum`` is the U-Net's batch-norm momentum (``build_unet``)."""
     previous = keras.config.dtype_policy()
     if precision == "bfloat16":
         keras.config.set_dtype_policy("mixed_bfloat16")
     try:
         if name == "seed":
             return build_seed_encoder_decoder(input_shape, num_classes=num_classes, width=width)
-        return build_unet(input_shape, num_classes=num_classes, depth=depth, base_filters=base_filters)
+        return build_unet(input_shape, num_classes=num_classes, depth=depth, base_filters=base_filters,
+                          bn_momentum=bn_momentum)
     finally:
         keras.config.set_dtype_policy(previous)
 

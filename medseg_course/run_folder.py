@@ -24,9 +24,9 @@ RUN_FILES = ("config.json", "log.csv", "model.keras", "best.keras", "resume.npz"
 #: Settings that must match for ``--resume`` to continue a run.
 RESUME_KEYS = ("data", "mode", "input_size", "channels", "num_classes", "model", "depth", "base_filters", "width",
                "loss", "batch_size", "learning_rate", "augment", "seed", "threads", "split", "precision",
-               "dims", "context", "patch_shape", "spacing_mm", "steps_per_epoch", "foreground_rate")
+               "dims", "context", "patch_shape", "spacing_mm", "steps_per_epoch", "foreground_rate", "bn_momentum")
 #: What a run folder written before a setting existed used (its config.json lacks the key).
-RESUME_DEFAULTS = {"precision": "float32"}
+RESUME_DEFAULTS = {"precision": "float32", "bn_momentum": 0.5}
 
 
 class RunFolderError(ValueError):

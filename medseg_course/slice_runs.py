@@ -83,7 +83,7 @@ def train_run(settings, out, resume=False, overwrite=False, report=print, progre
         report("warning: this CPU has no bfloat16 instructions (AVX512-BF16 or AMX); bfloat16 is emulated "
                "and trains slower than float32 here. Use --precision float32.")
     model = models.build_model(s["model"], (size, size, channels), num_classes, s["depth"], s["base_filters"],
-                               s["width"], s["precision"])
+                               s["width"], s["precision"], s.get("bn_momentum") or 0.5)
     if s["loss"] not in losses.LOSS_NAMES:
         raise ValueError(f"unknown --loss {s['loss']!r}; choose one of {', '.join(losses.LOSS_NAMES)}.")
     if num_classes > 1 and s["loss"] in ("bce", "weighted_bce"):
@@ -98,6 +98,7 @@ def train_run(settings, out, resume=False, overwrite=False, report=print, progre
         **({"dims": 2.5, "context": context} if context else {}),
         **{k: s[k] for k in ("model", "depth", "base_filters", "width", "loss", "epochs", "batch_size",
                              "learning_rate", "augment", "precision", "seed", "threads")},
+        "bn_momentum": s.get("bn_momentum") or 0.5,
         "time_budget_min": s["time_budget_min"],
         "normalisation": "per image/volume: clip to 0.5-99.5 percentiles, rescale to [0, 1]",
         "split": {"train": [c.name for c in train_cases], "val": [c.name for c in val_cases]},

@@ -22,8 +22,8 @@ import numpy as np
 from medseg_course import datasets, geometry, volumes
 from medseg_course.datasets import DataSetError
 
-__all__ = ["VolumeCase", "MIN_SLICES_3D", "DEFAULTS_3D", "choose_dims", "load_volume_cases", "prepare_volume_case",
-           "median_spacing", "default_patch_shape", "split_volume_cases", "score_cases", "train_run"]
+__all__ = ["VolumeCase", "MIN_SLICES_3D", "DEFAULTS_3D", "AUGMENTATIONS_3D", "choose_dims", "load_volume_cases",
+           "prepare_volume_case", "median_spacing", "default_patch_shape", "split_volume_cases", "score_cases", "train_run"]
 
 #: ``--dims auto`` trains a 3D model when the first volumes have at least this many voxels
 #: along each axis; thinner stacks are segmented slice by slice.
@@ -117,15 +117,27 @@ def default_patch_shape(shapes, depth=3, largest=(64, 96, 96)):
     return [int(min(cap, -(-int(np.ceil(m)) // factor) * factor)) for m, cap in zip(median, largest)]
 
 
-def split_volume_cases(names, val_fraction=0.1, test_fraction=0.2, seed=0):
-    """Training, validation and test case names, split by patient (``datasets.split_cases``):
-    validation picks the checkpoint, test is scored once at the end."""
-    return datasets.split_cases(names, val_fraction=val_fraction, test_fraction=test_fraction, seed=seed)
+def split_volume_cases(names, val_fraction=0.1, test_fraction=0.2, seed=0, groups=None):
+    """Training, validation and test case names, split by subject where ``groups`` names
+    each case's (``datasets.split_cases``), else by case: validation picks the checkpoint,
+    test is scored once at the end."""
+    return datasets.split_cases(names, val_fraction=val_fraction, test_fraction=test_fraction, seed=seed,
+                                groups=groups)
 
 
-#: The 3D recipe ``medseg-course train --dims 3`` uses unless told otherwise.
+#: ``--augment NAME`` for 3D runs: keyword arguments of ``volumes.augment_volume`` (``None``: off).
+#: ``anatomy``: left-right mirror, rotation about the long axis, zoom, brightness and gamma;
+#: ``mirror``: the left-right mirror alone (what flip TTA needs the model to have seen).
+AUGMENTATIONS_3D = {"anatomy": {}, "mirror": {"rotate_deg": 0.0, "scale": None, "intensity": 0.0, "gamma": None},
+                    "off": None}
+
+#: The 3D recipe ``medseg-course train --dims 3`` uses unless told otherwise. No augmentation:
+#: in 15 minutes on 2 CPU cores (about a thousand steps) a hippocampus model was still fitting,
+#: and on one split's validation files it scored higher than with the mirror
+#: (``benchmarks/README.md``, "The hippocampus in 3D"); longer runs may want ``--augment``.
 DEFAULTS_3D = {"depth": 3, "base_filters": 16, "batch_size": 2, "learning_rate": 1e-3, "steps_per_epoch": 100,
-               "foreground_rate": 0.33, "val_fraction": 0.1, "test_fraction": 0.2}
+               "foreground_rate": 0.33, "val_fraction": 0.1, "test_fraction": 0.2, "bn_momentum": 0.5,
+               "augment_3d": "off"}
 
 
 def score_cases(model, config, cases, tta=None, progress=None):
@@ -152,7 +164,8 @@ def train_run(settings, out, resume=False, overwrite=False, report=print, progre
     ----------
     settings : dict
         ``data`` (and ``layout``), ``epochs``, ``time_budget_min``, ``seed``, ``threads``,
-        ``augment``, ``loss``, and optionally the keys of ``DEFAULTS_3D`` and ``patch_shape``.
+        ``augment`` (False: none, whatever ``augment_3d`` says), ``loss``, and optionally the keys
+        of ``DEFAULTS_3D`` (``augment_3d``: a name of ``AUGMENTATIONS_3D``) and ``patch_shape``.
     out : Path
         The run folder (checked by ``run_folder.check_run_folder`` beforehand).
     report : callable
@@ -175,24 +188,26 @@ def train_run(settings, out, resume=False, overwrite=False, report=print, progre
     info_env = environment.setup(seed=settings["seed"], threads=settings.get("threads", 2))
     start = time.perf_counter()
     cases, source_info = load_volume_cases(settings["data"], settings.get("layout", "auto"))
-    spacing = median_spacing(cases)
     split = split_volume_cases([c.name for c in cases], settings["val_fraction"], settings["test_fraction"],
-                               settings["seed"])
+                               settings["seed"], groups={c.name: c.subject for c in cases if c.subject})
+    training_names = set(split["train"])
+    spacing = median_spacing([c for c in cases if c.name in training_names])  # the test cases choose nothing
     prepared = {c.name: prepare_volume_case(c, spacing) for c in cases}
     train, val, test = ([prepared[n] for n in split[part]] for part in ("train", "val", "test"))
     labels = sorted({int(v) for c in prepared.values() for v in np.unique(c.labels)})
     num_classes = 1 if max(labels) <= 1 else max(labels) + 1
     channels = int(next(iter(prepared.values())).pixels.shape[-1])
-    patch = settings.get("patch_shape") or default_patch_shape([c.pixels.shape for c in prepared.values()],
-                                                               settings["depth"])
+    patch = settings.get("patch_shape") or default_patch_shape([c.pixels.shape for c in train], settings["depth"])
+    augment = settings["augment_3d"] if settings.get("augment", True) else "off"  # --no-augment wins
     config = {
         "command": "train", "data": source_info, "dims": 3, "mode": "volume", "patch_shape": [int(v) for v in patch],
         "spacing_mm": list(spacing), "channels": channels, "num_classes": num_classes, "labels": labels,
         "model": "unet", **{k: settings[k] for k in ("depth", "base_filters", "batch_size", "learning_rate",
-                                                      "steps_per_epoch", "foreground_rate")},
-        "loss": settings.get("loss", "dice_ce"), "epochs": settings["epochs"], "augment": settings.get("augment", True),
+                                                      "steps_per_epoch", "foreground_rate", "bn_momentum")},
+        "loss": settings.get("loss", "dice_ce"), "epochs": settings["epochs"],
+        "augment": augment, "tta": augment != "off",  # flip TTA only for a model trained on mirrored volumes
         "seed": settings["seed"], "threads": settings.get("threads", 2),
-        "time_budget_min": settings.get("time_budget_min"), "largest_structure": _one_piece(train), "tta": True,
+        "time_budget_min": settings.get("time_budget_min"), "largest_structure": _one_piece(train),
         "normalisation": "per volume: clip to 0.5-99.5 percentiles, then z-score",
         "orientation": "reoriented to RAS+, slices first (S, R, A); predictions written on each input's grid",
         "split": split, "device": info_env.device, "versions": info_env.versions,
@@ -202,14 +217,15 @@ def train_run(settings, out, resume=False, overwrite=False, report=print, progre
         raise ValueError(f"--loss {config['loss']} is for binary masks; these masks have {num_classes} labels. "
                          "Use dice_ce.")
     model = models.build_unet((*config["patch_shape"], channels), num_classes, settings["depth"],
-                              settings["base_filters"])
+                              settings["base_filters"], bn_momentum=settings["bn_momentum"])
     training.compile_model(model, loss=config["loss"], learning_rate=settings["learning_rate"])
     report(f"training {model.name} ({model.count_params():,} parameters) on patches of "
            f"{'x'.join(map(str, config['patch_shape']))} voxels from {len(train)} volumes, validating on {len(val)}, "
            f"testing on {len(test)}; run folder {out}")
     patches = volume_training.VolumePatches([(c.pixels, c.labels) for c in train], config["patch_shape"],
                                             settings["batch_size"], settings["steps_per_epoch"],
-                                            settings["foreground_rate"], config["augment"], settings["seed"])
+                                            settings["foreground_rate"], AUGMENTATIONS_3D[config["augment"]],
+                                            settings["seed"])
     budget = None if settings.get("time_budget_min") is None else settings["time_budget_min"] * 60
     try:
         training.fit(model, patches.dataset, epochs=settings["epochs"], patience=settings.get("patience"), out_dir=out,

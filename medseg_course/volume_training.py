@@ -41,8 +41,9 @@ class VolumePatches(keras.callbacks.Callback):
     batch_size, steps_per_epoch : int
     foreground_rate : float
         Share of patches centred on a foreground voxel.
-    augment : bool
-        ``volumes.augment_volume`` on every patch.
+    augment : bool or dict
+        ``volumes.augment_volume`` on every patch (a dict: its keyword arguments); False
+        or None: none.
     seed : int
     """
 
@@ -68,8 +69,9 @@ class VolumePatches(keras.callbacks.Callback):
         for _ in range(self.steps_per_epoch):
             images, masks, _ = sample_patches_3d(self.volumes, self.labels, self.patch, self.batch_size,
                                                  self.foreground_rate, rng)
-            if self.augment:
-                pairs = [augment_volume(i, m, rng) for i, m in zip(images, masks)]
+            if self.augment is not None and self.augment is not False:
+                options = self.augment if isinstance(self.augment, dict) else {}
+                pairs = [augment_volume(i, m, rng, **options) for i, m in zip(images, masks)]
                 images, masks = np.stack([p[0] for p in pairs]), np.stack([p[1] for p in pairs])
             yield images, masks
 

@@ -4,6 +4,7 @@ evaluate; masks on each input's grid; bad 3D input refused in one line."""
 import json
 import subprocess
 import sys
+import zipfile
 
 import nibabel as nib
 import numpy as np
@@ -57,11 +58,17 @@ def task(tmp_path_factory):
 def test_train_predict_evaluate_3d(task, tmp_path):
     out = tmp_path / "run"
     done = run("train", "--data", task, "--out", out, "--epochs", "3", "--steps-per-epoch", "20",
-               "--base-filters", "4", "--patch-shape", "16", "16", "24", "--batch-size", "4")
+               "--base-filters", "4", "--patch-shape", "16", "16", "24", "--batch-size", "4", "--augment", "mirror",
+               "--bn-momentum", "0.9")
     result = json.loads(done.stdout.strip().splitlines()[-1])
     assert result["dims"] == 3 and set(result["test_dice"]) == {"1", "2"}
     config = json.loads((out / "config.json").read_text())
     assert config["mode"] == "volume" and config["patch_shape"] == [16, 16, 24]
+    assert config["augment"] == "mirror" and config["tta"] and config["bn_momentum"] == 0.9
+    with zipfile.ZipFile(out / "model.keras") as saved:  # the saved layers, read without TensorFlow
+        layers = json.loads(saved.read("config.json"))["config"]["layers"]
+    momenta = {layer["config"]["momentum"] for layer in layers if "momentum" in layer["config"]}
+    assert momenta == {0.9}
     split = config["split"]
     assert not set(split["test"]) & (set(split["val"]) | set(split["train"]))
     metrics = json.loads((out / "metrics.json").read_text())
@@ -92,6 +99,14 @@ def test_dims_3_on_2d_images_is_one_line(tmp_path):
     assert done.returncode == 2, done.stderr
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and "--dims 3 needs volumes" in lines[0]
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_3d_augmentation_on_a_2d_run_is_one_line(tmp_path):
+    done = run("train", "--data", "phantom", "--out", tmp_path / "run", "--augment", "mirror", check=False)
+    assert done.returncode == 2
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and "--augment mirror chooses a 3D augmentation" in lines[0]
     assert not (tmp_path / "run").exists()
 
 

@@ -76,3 +76,21 @@ def test_interrupted_3d_run_resumes_to_the_same_log(blobs, tmp_path):
             return [{k: v for k, v in row.items() if k != "epoch_time_s"} for row in csv.DictReader(handle)]
 
     assert log(tmp_path / "parts") == log(tmp_path / "whole")
+
+
+def test_mirror_augmentation_only_mirrors_left_right(blobs):
+    from medseg_course.volume_runs import AUGMENTATIONS_3D
+
+    image, label = blobs[0][0]
+    rng = np.random.default_rng(3)
+    outcomes = []
+    for _ in range(12):
+        a, la = volumes.augment_volume(image, label, rng, **AUGMENTATIONS_3D["mirror"])
+        same = np.array_equal(a, image) and np.array_equal(la, label)
+        mirrored = np.array_equal(a, np.flip(image, volumes.LEFT_RIGHT_AXIS)) and \
+            np.array_equal(la, np.flip(label, volumes.LEFT_RIGHT_AXIS))
+        assert same or mirrored  # nothing rotated, zoomed or re-lit
+        outcomes.append(mirrored)
+    assert 0 < sum(outcomes) < len(outcomes)
+    patches = volume_training.VolumePatches(blobs[0], (16, 16, 16), 2, 2, seed=3, augment=AUGMENTATIONS_3D["mirror"])
+    assert patches.augment == AUGMENTATIONS_3D["mirror"] and len(list(patches.batches(0))) == 2
