@@ -2,14 +2,17 @@
 label after a time budget, over seeds, for the 3D default and variants of it.
 
 Each run is the command line itself (``python -m medseg_course.cli train``) with
-``--time-budget`` minutes; the seed draws the patient-level split (train 70 %, validation
-10 %, test 20 %), the initial weights and the patches. The figures are the test patients'
-mean Dice per label from ``metrics.json`` (the checkpoint was chosen on the validation
-patients), the epochs run and the seconds of the whole command, with peak memory.
+``--time-budget`` minutes; the seed draws the split of the subjects (train 70 %, validation
+10 %, test 20 %; a subject's files stay together), the initial weights and the patches. The
+figures are the test files' mean Dice per label from ``metrics.json`` (the checkpoint was
+chosen on the validation files), the epochs run and the seconds of the whole command, with
+peak memory; each test file's scores and volumes are kept (``CASE_KEYS``).
 
 Usage: ``python benchmarks/hippocampus_3d.py [--budget MIN] [--seeds 0 1 2] [--recipes default ...]
-[--save FILE] [--keep DIR]``; ``--rescore RUN_DIR`` scores a kept run's test patients with and
-without flip TTA and the largest-structure clean-up, and times ``predict`` on 50 volumes. A recipe is the default command line plus the options in ``RECIPES``.
+[--save FILE] [--keep DIR]``; ``--collect DIR`` reads finished run folders kept there instead of
+training; ``--rescore RUN_DIR`` scores a kept run's test files with and without flip TTA and the
+largest-structure clean-up, and times ``predict`` on 50 volumes. A recipe is the default
+command line plus the options in ``RECIPES``.
 """
 
 from __future__ import annotations
@@ -32,10 +35,15 @@ RECIPES = {
     "default": [],
     "filters_8": ["--base-filters", "8"],
     "lr_3e-3": ["--learning-rate", "3e-3"],
+    "mirror": ["--augment", "mirror"],
+    "anatomy": ["--augment", "anatomy"],
     "patch_32": ["--patch-shape", "32", "32", "48", "--batch-size", "4"],
     "2d": ["--dims", "2", "--image-size", "64", "--base-filters", "16", "--batch-size", "16"],
     "2.5d": ["--dims", "2.5", "--image-size", "64", "--base-filters", "16", "--batch-size", "16"],
 }
+
+#: The per-patient figures kept for each test case and label (the case-study chapter reads them).
+CASE_KEYS = ("case", "label", "dice", "hd95", "assd", "true_volume_ml", "pred_volume_ml")
 
 
 def run(recipe, seed, budget, keep=None):
@@ -49,12 +57,22 @@ def run(recipe, seed, budget, keep=None):
         seconds = time.perf_counter() - start
         if done.returncode != 0:
             raise SystemExit(f"{recipe} seed {seed}: {done.stderr.strip()[-2000:]}")
-        metrics = json.loads((out / "metrics.json").read_text())
         peak_gb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1e6
-    test = metrics["test"]["per_label"] if "test" in metrics else None
-    return {"recipe": recipe, "seed": seed, "test": test, "val_dice": (metrics.get("val") or metrics)["summary"]["dice"],
-            "epochs_run": metrics["epochs_run"], "train_seconds": metrics["train_seconds"],
-            "command_seconds": round(seconds, 1), "peak_memory_gb_so_far": round(peak_gb, 2)}
+        return {**collect(out, recipe, seed), "command_seconds": round(seconds, 1),
+                "peak_memory_gb_so_far": round(peak_gb, 2)}
+
+
+def collect(out, recipe, seed):
+    """A finished run folder's figures: test Dice per label, validation Dice, epochs, the
+    test files' rows (``CASE_KEYS``) and the validation files' Dice per label."""
+    metrics = json.loads((Path(out) / "metrics.json").read_text())
+    cases = [{key: (round(row[key], 4) if isinstance(row[key], float) else row[key]) for key in CASE_KEYS}
+             for row in metrics["test"]["per_case"]]
+    return {"recipe": recipe, "seed": seed, "test": metrics["test"]["per_label"],
+            "val_dice": metrics["val"]["summary"]["dice"], "epochs_run": metrics["epochs_run"],
+            "train_seconds": metrics["train_seconds"], "test_cases": cases,
+            "val_cases": [{"case": row["case"], "label": row["label"], "dice": round(row["dice"], 4)}
+                          for row in metrics["val"]["per_case"]]}
 
 
 def rescore(run_dir):
@@ -112,7 +130,14 @@ def main():
     parser.add_argument("--rescore", type=Path, metavar="RUN_DIR",
                         help="instead of training: score a kept run's test patients with/without TTA and clean-up, "
                              "and time predict on 50 volumes")
+    parser.add_argument("--collect", type=Path, metavar="KEEP_DIR",
+                        help="instead of training: read the finished run folders RECIPE_seedN kept there")
     args = parser.parse_args()
+    if args.collect:
+        runs = [collect(args.collect / f"{recipe}_seed{seed}", recipe, seed) for recipe in args.recipes
+                for seed in args.seeds if (args.collect / f"{recipe}_seed{seed}" / "metrics.json").is_file()]
+        emit({"machine": machine(), "budget_min": args.budget, "runs": runs}, args.save)
+        return
     if args.rescore:
         emit({"machine": machine(), "run": str(args.rescore), "rescore": rescore(args.rescore),
               "predict": predict_timing(args.rescore)}, args.save)
