@@ -391,10 +391,11 @@ def split_cases(names, val_fraction=0.2, test_fraction=0.0, seed=0, groups=None)
             f"{len(subjects)} {unit} cannot give {n_val} validation and {n_test} test {unit} and still leave "
             "training ones. Add cases or lower the fractions."
         )
-    part_of = {s: "val" if i < n_val else "test" if i < n_val + n_test else "train" for i, s in enumerate(order)}
-    rank = {s: i for i, s in enumerate(order)}
-    ordered = sorted(names, key=lambda name: (rank[subject_of[name]], name))
-    return {part: [n for n in ordered if part_of[subject_of[n]] == part] for part in ("val", "test", "train")}
+    members = {subject: [] for subject in subjects}
+    for name in names:
+        members[subject_of[name]].append(name)
+    parts = {"val": order[:n_val], "test": order[n_val : n_val + n_test], "train": order[n_val + n_test :]}
+    return {part: [name for subject in chosen for name in members[subject]] for part, chosen in parts.items()}
 
 
 def volume_slices(case, axis=2):
