@@ -61,7 +61,8 @@ def _cmd_train(args):
         raise CLIError(f"--augment {args.augment_3d} chooses a 3D augmentation; this run is {dims:g}D. "
                        "Leave it out (2D runs augment unless --no-augment).")
     settings = {key: getattr(args, key) for key in (
-        "data", "layout", "target", "num_images", "image_size", "val_fraction", "invert_masks", "allow_unmatched",
+        "data", "layout", "target", "num_images", "image_size", "val_fraction", "test_fraction", "invert_masks",
+        "allow_unmatched",
         "seed", "mode", "patch_size", "patches_per_image", "precision", "model", "depth", "base_filters", "width",
         "loss", "learning_rate", "batch_size", "epochs", "threads", "patience", "patch_shape", "steps_per_epoch",
         "bn_momentum", "augment_3d")}
@@ -84,7 +85,9 @@ def _cmd_train(args):
         result = {"run": str(out), "dims": 3, "val_dice": metrics["val"]["summary"].get("dice"),
                   "test_dice": {label: v["dice"] for label, v in metrics["test"]["per_label"].items()}}
     else:
-        result = {"run": str(out), "val_dice": metrics["summary"].get("dice")}
+        result = {"run": str(out), "val_dice": metrics["summary"].get("dice"),
+                  **({"test_dice": {label: v["dice"] for label, v in metrics["test"]["per_label"].items()}}
+                     if "test" in metrics else {})}
     print(json.dumps({**result, "train_seconds": metrics["train_seconds"], "epochs_run": metrics["epochs_run"]}))
     return 0
 
@@ -250,15 +253,19 @@ def build_parser():
                        help="bfloat16: mixed precision; measure first (benchmarks/README.md): with AMX it trained a "
                             "16-filter U-Net 1.9x faster and the default 8-filter one 3x slower")
     train.add_argument("--val-fraction", type=float, default=None,
-                       help="share of cases for validation, split by case (2D 0.2; 3D 0.1, and 0.2 for testing)")
+                       help="share of cases (of subjects, where the data name them) for validation, which picks "
+                            "the checkpoint (2D 0.2; 3D 0.1)")
+    train.add_argument("--test-fraction", type=float, default=None,
+                       help="share of cases held out for test, scored once after training (2D 0; 3D 0.2)")
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--threads", type=int, default=2, help="CPU threads (results repeat at a fixed count)")
     train.add_argument("--time-budget", type=float, default=None, metavar="MIN",
                        help="stop after this many minutes, keeping the best checkpoint")
     train.add_argument("--no-augment", action="store_true", help="turn augmentation off")
     train.add_argument("--augment", dest="augment_3d", choices=("off", "mirror", "anatomy"), default=None,
-                       help="3D: off (default: measured best in a 15-minute CPU budget), mirror (left-right only; "
-                            "predictions then average the mirror), anatomy (mirror, rotation, zoom, intensity, gamma)")
+                       help="3D: off (default: the mirror did not help in a 15-minute CPU budget), mirror (left-right "
+                            "only; predictions then average the mirror), anatomy (mirror, rotation, zoom, intensity, "
+                            "gamma)")
     train.add_argument("--invert-masks", action="store_true", help="masks mark the foreground with 0")
     train.add_argument("--allow-unmatched", action="store_true", help="skip unmatched files with a warning")
     train.add_argument("--num-images", type=int, default=160, help="phantom: number of images")

@@ -18,7 +18,7 @@ from medseg_course.io import read_image
 from medseg_course.metrics import evaluate_labels, summarize
 from medseg_course.viz import save_overlay
 
-__all__ = ["SURFACE_TOLERANCE_MM", "score_case", "score_files", "summarise", "validate"]
+__all__ = ["SURFACE_TOLERANCE_MM", "per_label", "score_case", "score_files", "summarise", "validate"]
 
 #: Tolerance of the surface Dice the command line reports, in mm (pixels without a spacing).
 SURFACE_TOLERANCE_MM = 1.0
@@ -105,6 +105,19 @@ def summarise(rows):
         summary[f"{column}_std"] = number(table.at["std", column])
         summary[f"{column}_n_undefined"] = int(table.at["n_nan", column])
     return summary
+
+
+def per_label(rows):
+    """Mean Dice (and its standard deviation) of each label over the ``score_case`` rows, with
+    the number of cases: ``metrics.json``'s ``test.per_label``."""
+    out = {}
+    for label in sorted({row["label"] for row in rows}):
+        mine = [row for row in rows if row["label"] == label]
+        dice = [row["dice"] for row in mine if row["dice"] is not None]
+        out[str(label)] = {"dice": round(float(np.mean(dice)), 4) if dice else None,
+                           "dice_std": round(float(np.std(dice, ddof=1)), 4) if len(dice) > 1 else None,
+                           "cases": len(mine)}
+    return out
 
 
 def validate(model, config, cases, overlay_dir=None, progress=None):

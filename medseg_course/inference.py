@@ -312,14 +312,15 @@ def predict_slices(model, config, slices, tta=False, clean=None):
     """
     slices = match_channels(slices, config["channels"])
     size = config["input_size"]
+    if config["mode"] == "patch":
+        maps = (predict_sliding_window(model, image, (size, size), tta=tta) for image in slices)
+    else:  # all slices fitted first, then predicted in batches (one model call per slice is slow)
+        fitted = [fit_to_shape(image, (size, size)) for image in slices]
+        batch = predict(model, np.stack([image for image, _ in fitted]), batch_size=32, tta=tta)
+        maps = (restore_shape(probs, fit_info) for probs, (_, fit_info) in zip(batch, fitted))
     out = []
-    for image in slices:
-        if config["mode"] == "patch":
-            probs = predict_sliding_window(model, image, (size, size), tta=tta)
-        else:
-            fitted, fit_info = fit_to_shape(image, (size, size))
-            probs = restore_shape(predict(model, fitted, tta=tta), fit_info)
-            probs = probs[..., None] if probs.ndim == 2 else probs
+    for probs in maps:
+        probs = probs[..., None] if probs.ndim == 2 else probs
         if config["num_classes"] == 1:
             labels = postprocess(probs, **(clean or {}))[..., 0]
         else:

@@ -44,8 +44,8 @@ def prepare_case(case):
 
 
 def training_cases(source, target="organ", num_images=64, image_size=128, val_fraction=0.2, layout="auto",
-                   invert_masks=False, allow_unmatched=False, seed=0):
-    """The training and validation cases of ``medseg-course train --data SOURCE``.
+                   invert_masks=False, allow_unmatched=False, seed=0, test_fraction=0.0):
+    """The training, validation and test cases of ``medseg-course train --data SOURCE``.
 
     Parameters
     ----------
@@ -57,13 +57,16 @@ def training_cases(source, target="organ", num_images=64, image_size=128, val_fr
         apart.
     target : str
         What the built-in sources label (``make_phantoms``/``load_mni152_slices``).
-    val_fraction : float
-        Share of the cases held out for validation, split by case (``split_cases``).
+    val_fraction, test_fraction : float
+        Shares of the cases held out for validation (choosing the checkpoint) and for test
+        (scored once at the end), split by case, or by subject where the data name one
+        (``datasets.split_cases``). Test cases need a data folder or ``"hippocampus"``.
 
     Returns
     -------
-    (list of SliceCase, list of SliceCase, dict)
-        Training cases, validation cases, and where they came from (for ``config.json``).
+    (list of SliceCase, list of SliceCase, list of SliceCase, dict)
+        Training, validation and test cases (empty without ``test_fraction``), and where they
+        came from (for ``config.json``).
 
     Raises
     ------
@@ -76,17 +79,20 @@ def training_cases(source, target="organ", num_images=64, image_size=128, val_fr
         return [SliceCase(name, normalise_percentiles(images[i : i + 1]), labels[i : i + 1])
                 for i, name in enumerate(names)]
 
+    if test_fraction and source in ("phantom", "mni152"):
+        raise datasets.DataSetError(f"--test-fraction holds out cases of a data folder or 'hippocampus'; {source} "
+                                    "is generated or one template. Leave --test-fraction out.")
     if source == "phantom":
         images, masks = phantoms.make_phantoms(num_images, image_size=image_size, target=target, seed=seed)
         n_val = max(1, round(val_fraction * len(images)))
         cases = built_in([f"phantom_{i:04d}" for i in range(len(images))], images, masks)
-        return cases[n_val:], cases[:n_val], {"source": "phantom", "spacing_mm": None}
+        return cases[n_val:], cases[:n_val], [], {"source": "phantom", "spacing_mm": None}
     if source == "mni152":
         slices = brain.load_mni152_slices("brain" if target == "organ" else target, image_size=image_size)
         split = brain.slab_split(slices.slice_index, seed=seed)
         make = lambda idx: built_in([f"mni152_z{slices.slice_index[i]:03d}" for i in idx],  # noqa: E731
                                     slices.images[idx], slices.masks[idx])
-        return make(split["train"]), make(split["val"]), {"source": "mni152", "spacing_mm": list(slices.spacing_mm)}
+        return make(split["train"]), make(split["val"]), [], {"source": "mni152", "spacing_mm": list(slices.spacing_mm)}
     root = datasets.hippocampus_folder() if source == "hippocampus" else Path(source)
     if not root.exists():
         raise datasets.DataSetError(f"{root}: no such folder. Give a data folder, or 'phantom' or 'mni152'.")
@@ -106,14 +112,18 @@ def training_cases(source, target="organ", num_images=64, image_size=128, val_fr
         cases, _ = datasets.load_msd(root)
     else:
         cases = datasets.load_paired_folders(root, invert=invert_masks, allow_unmatched=allow_unmatched)
-    if len(cases) < 2:
-        raise datasets.DataSetError(f"{root}: {len(cases)} case(s); training needs at least 2 (one for validation).")
-    split = datasets.split_cases([c.name for c in cases], val_fraction=val_fraction, seed=seed,
-                                 groups={c.name: c.subject for c in cases if c.subject})
+    needed = 3 if test_fraction else 2
+    if len(cases) < needed:
+        raise datasets.DataSetError(f"{root}: {len(cases)} case(s); training needs at least {needed} (one for "
+                                    f"validation{', one for test' if test_fraction else ''}).")
+    try:
+        split = datasets.split_cases([c.name for c in cases], val_fraction=val_fraction, test_fraction=test_fraction,
+                                     seed=seed, groups={c.name: c.subject for c in cases if c.subject})
+    except ValueError as error:
+        raise datasets.DataSetError(f"{root}: {error}") from None
     prepared = {c.name: prepare_case(c) for c in cases}
-    train = [prepared[n] for n in split["train"]]
-    val = [prepared[n] for n in split["val"]]
-    return train, val, {"source": str(root.resolve()), "layout": layout}
+    train, val, test = ([prepared[n] for n in split[part]] for part in ("train", "val", "test"))
+    return train, val, test, {"source": str(root.resolve()), "layout": layout}
 
 
 def choose_mode(slice_stacks, image_size):

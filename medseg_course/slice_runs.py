@@ -13,7 +13,7 @@ from __future__ import annotations
 #: The 2D recipe ``medseg-course train`` uses unless told otherwise: depth 3, 8 filters,
 #: batch 8 were the fastest to a given Dice in 15-60 s runs on 2 cores
 #: (benchmarks/recipes.py, benchmarks/time_to_dice.py; figures in benchmarks/README.md).
-DEFAULTS_2D = {"depth": 3, "base_filters": 8, "batch_size": 8, "epochs": 15, "val_fraction": 0.2}
+DEFAULTS_2D = {"depth": 3, "base_filters": 8, "batch_size": 8, "epochs": 15, "val_fraction": 0.2, "test_fraction": 0.0}
 
 __all__ = ["DEFAULTS_2D", "train_run"]
 
@@ -28,7 +28,8 @@ def train_run(settings, out, resume=False, overwrite=False, report=print, progre
         ``image_size``, ``mode``, ``patch_size``, ``model``, ``loss``, ``precision``, ...);
         missing or None entries of ``DEFAULTS_2D`` take their defaults. ``context`` > 0
         trains 2.5D: each slice with that many neighbours on either side as channels
-        (``volumes.neighbour_slices``).
+        (``volumes.neighbour_slices``). ``test_fraction`` > 0 holds out test cases (by
+        subject where the data name one), scored once after training as ``test``.
     out : Path
         The run folder (checked by ``run_folder.check_run_folder`` beforehand).
     report : callable
@@ -39,8 +40,9 @@ def train_run(settings, out, resume=False, overwrite=False, report=print, progre
     Returns
     -------
     dict
-        ``metrics.json``'s content (``evaluation.validate``) with ``train_seconds`` and
-        ``epochs_run``.
+        ``metrics.json``'s content: the validation cases' rows and summary
+        (``evaluation.validate``), with ``test`` (rows, summary, mean Dice per label) where
+        test cases were held out, ``train_seconds`` and ``epochs_run``.
 
     Raises
     ------
@@ -56,10 +58,10 @@ def train_run(settings, out, resume=False, overwrite=False, report=print, progre
     s = {**settings, **{k: v for k, v in DEFAULTS_2D.items() if settings.get(k) is None}}
     info_env = environment.setup(seed=s["seed"], threads=s["threads"])
     start = time.perf_counter()
-    train_cases, val_cases, source_info = samples.training_cases(
+    train_cases, val_cases, test_cases, source_info = samples.training_cases(
         s["data"], s["target"], s["num_images"], s["image_size"], s["val_fraction"], s["layout"], s["invert_masks"],
-        s["allow_unmatched"], s["seed"])
-    all_cases = train_cases + val_cases
+        s["allow_unmatched"], s["seed"], s["test_fraction"])
+    all_cases = train_cases + val_cases + test_cases
     context = int(s.get("context") or 0)
     if context:  # 2.5D: each slice with its neighbours as channels
         flat = [c.name for c in all_cases if len(c.slices) == 1]
@@ -101,13 +103,15 @@ def train_run(settings, out, resume=False, overwrite=False, report=print, progre
         "bn_momentum": s.get("bn_momentum") or 0.5,
         "time_budget_min": s["time_budget_min"],
         "normalisation": "per image/volume: clip to 0.5-99.5 percentiles, rescale to [0, 1]",
-        "split": {"train": [c.name for c in train_cases], "val": [c.name for c in val_cases]},
+        "split": {"train": [c.name for c in train_cases], "val": [c.name for c in val_cases],
+                  **({"test": [c.name for c in test_cases]} if test_cases else {})},
         "training_samples": int(len(x_train)), "validation_samples": int(len(x_val)),
         "device": info_env.device, "versions": info_env.versions,
     }
     run_folder.start_run(out, config, resume, overwrite)
     report(f"training {model.name} ({model.count_params():,} parameters) on {len(x_train)} {mode} samples "
-           f"of {size}x{size}x{channels}, validating on {len(x_val)}; run folder {out}")
+           f"of {size}x{size}x{channels}, validating on {len(x_val)}"
+           f"{f', testing on {len(test_cases)} cases' if test_cases else ''}; run folder {out}")
     budget = None if s["time_budget_min"] is None else s["time_budget_min"] * 60
     try:
         training.fit(model, train_ds, val_ds, epochs=s["epochs"], patience=s["patience"], out_dir=out,
@@ -118,6 +122,9 @@ def train_run(settings, out, resume=False, overwrite=False, report=print, progre
     training.save_model(model, out / run_folder.MODEL_NAME)
     train_seconds = time.perf_counter() - start
     metrics = evaluation.validate(model, config, val_cases, out / "overlays", progress)
+    if test_cases:  # scored once, after the validation cases chose the checkpoint
+        test = evaluation.validate(model, config, test_cases, progress=progress)
+        metrics["test"] = {**test, "per_label": evaluation.per_label(test["per_case"])}
     metrics["train_seconds"] = round(train_seconds, 1)
     metrics["epochs_run"] = run_folder.epochs_logged(out)
     run_folder.write_json(out / "metrics.json", metrics)

@@ -133,8 +133,8 @@ AUGMENTATIONS_3D = {"anatomy": {}, "mirror": {"rotate_deg": 0.0, "scale": None, 
 
 #: The 3D recipe ``medseg-course train --dims 3`` uses unless told otherwise. No augmentation:
 #: in 15 minutes on 2 CPU cores (about a thousand steps) a hippocampus model was still fitting,
-#: and on one split's validation files it scored higher than with the mirror
-#: (``benchmarks/README.md``, "The hippocampus in 3D"); longer runs may want ``--augment``.
+#: and on one split's validation people the mirror did not help (``benchmarks/README.md``, "The
+#: hippocampus in 3D"), so the simpler recipe is the default; longer runs may want ``--augment``.
 DEFAULTS_3D = {"depth": 3, "base_filters": 16, "batch_size": 2, "learning_rate": 1e-3, "steps_per_epoch": 100,
                "foreground_rate": 0.33, "val_fraction": 0.1, "test_fraction": 0.2, "bn_momentum": 0.5,
                "augment_3d": "off"}
@@ -243,7 +243,7 @@ def train_run(settings, out, resume=False, overwrite=False, report=print, progre
     test_rows = score_cases(model, config, test, progress=progress)
     metrics = {"val": {"per_case": val_rows, "summary": evaluation.summarise(val_rows)},
                "test": {"per_case": test_rows, "summary": evaluation.summarise(test_rows),
-                        "per_label": _per_label(test_rows)},
+                        "per_label": evaluation.per_label(test_rows)},
                "train_seconds": round(train_seconds, 1), "epochs_run": run_folder.epochs_logged(out)}
     run_folder.write_json(out / "metrics.json", metrics)
     return metrics
@@ -258,14 +258,3 @@ def _one_piece(cases, share=0.9):
     counts = [ndimage.label(c.labels > 0)[1] for c in cases]
     return bool(np.mean([n == 1 for n in counts]) >= share)
 
-
-def _per_label(rows):
-    """Mean Dice and volume of each label over the cases."""
-    out = {}
-    for label in sorted({row["label"] for row in rows}):
-        mine = [row for row in rows if row["label"] == label]
-        dice = [row["dice"] for row in mine if row["dice"] is not None]
-        out[str(label)] = {"dice": round(float(np.mean(dice)), 4) if dice else None,
-                           "dice_std": round(float(np.std(dice, ddof=1)), 4) if len(dice) > 1 else None,
-                           "cases": len(mine)}
-    return out

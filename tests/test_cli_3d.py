@@ -122,3 +122,40 @@ def test_two_and_a_half_d_trains_on_neighbouring_slices_and_predicts_on_the_grid
     mask = nib.load(preds / "v1_mask.nii.gz")
     assert mask.shape == image.shape
     np.testing.assert_array_equal(mask.affine, image.affine)
+
+
+def test_two_and_a_half_d_holds_out_test_subjects_and_scores_them_once(task, tmp_path):
+    import shutil
+
+    root = tmp_path / "task"
+    shutil.copytree(task, root)
+    manifest = json.loads((root / "dataset.json").read_text())
+    for i, entry in enumerate(manifest["training"]):
+        entry["subject"] = f"s{i // 2}"  # v0 and v1 are one person, v2 and v3 another, ...
+    (root / "dataset.json").write_text(json.dumps(manifest))
+    out = tmp_path / "run"
+    done = run("train", "--data", root, "--out", out, "--dims", "2.5", "--epochs", "1", "--image-size", "32",
+               "--base-filters", "4", "--val-fraction", "0.2", "--test-fraction", "0.2")
+    split = json.loads((out / "config.json").read_text())["split"]
+    subject = {f"v{i}": f"s{i // 2}" for i in range(10)}
+    parts = {part: {subject[name] for name in names} for part, names in split.items()}
+    assert len(split["test"]) == 2 and not parts["test"] & (parts["train"] | parts["val"])
+    assert not parts["val"] & parts["train"]
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert {row["case"] for row in metrics["test"]["per_case"]} == set(split["test"])
+    assert set(metrics["test"]["per_label"]) == {"1", "2"}
+    assert set(json.loads(done.stdout.strip().splitlines()[-1])["test_dice"]) == {"1", "2"}
+
+
+@pytest.mark.parametrize("data, fraction, expected", [
+    ("phantom", "0.2", "--test-fraction holds out cases of a data folder"),
+    ("task", "0.95", "cannot give"),
+])
+def test_a_test_fraction_that_cannot_work_is_one_line(task, tmp_path, data, fraction, expected):
+    source = task if data == "task" else data
+    done = run("train", "--data", source, "--out", tmp_path / "run", "--dims", "2", "--test-fraction", fraction,
+               check=False)
+    assert done.returncode == 2, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and expected in lines[0], lines
+    assert not (tmp_path / "run").exists()
