@@ -81,13 +81,10 @@ def _cmd_train(args):
             f"interrupted after {run_folder.epochs_logged(out)} complete epoch(s); the best model so far is "
             f"{out / MODEL_NAME} and the log {out / 'log.csv'}. Continue with the same command and --resume."
         ) from None
-    if dims == 3:
-        result = {"run": str(out), "dims": 3, "val_dice": metrics["val"]["summary"].get("dice"),
-                  "test_dice": {label: v["dice"] for label, v in metrics["test"]["per_label"].items()}}
-    else:
-        result = {"run": str(out), "val_dice": metrics["summary"].get("dice"),
-                  **({"test_dice": {label: v["dice"] for label, v in metrics["test"]["per_label"].items()}}
-                     if "test" in metrics else {})}
+    val = metrics.get("val", metrics)  # a 2D run's metrics.json holds the validation rows at the top
+    result = {"run": str(out), **({"dims": 3} if dims == 3 else {}), "val_dice": val["summary"].get("dice")}
+    if "test" in metrics:
+        result["test_dice"] = {label: v["dice"] for label, v in metrics["test"]["per_label"].items()}
     print(json.dumps({**result, "train_seconds": metrics["train_seconds"], "epochs_run": metrics["epochs_run"]}))
     return 0
 
