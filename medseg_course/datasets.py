@@ -15,7 +15,7 @@ import numpy as np
 
 __all__ = ["MASK_SUFFIXES", "DataSetError", "Case", "find_pairs", "mask_to_labels", "load_paired_folders",
            "load_msd", "split_cases", "volume_slices", "prediction_inputs", "masks_by_case", "SAMPLE_DATA",
-           "hippocampus_folder", "load_hippocampus"]
+           "hippocampus_folder", "load_hippocampus", "load_nuclei"]
 
 
 #: Suffixes that mark a mask file's stem (``case_mask.png`` pairs with ``case.png``).
@@ -490,3 +490,18 @@ def load_hippocampus():
     order with their geometry; labels uint8) and the parsed ``dataset.json``.
     """
     return load_msd(hippocampus_folder())
+
+
+def load_nuclei():
+    """The fluorescence microscopy image of cell nuclei that ships with the package (from the
+    2018 Data Science Bowl via ``stardist``; its README gives provenance, licence and
+    citation): ``(image (512, 512) uint8, labels (512, 512) uint16)``, one integer per
+    nucleus."""
+    from skimage import io as skio  # noqa: PLC0415
+
+    folder = SAMPLE_DATA / "nuclei"
+    try:
+        return skio.imread(folder / "nuclei_image.png"), skio.imread(folder / "nuclei_labels.png")
+    except (OSError, ValueError):
+        raise DataSetError(f"{folder}: the nuclei image is missing from this installation; reinstall "
+                           "medseg-course (the data ships with the package).") from None

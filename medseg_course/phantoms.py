@@ -221,3 +221,144 @@ def _draw_phantom(rng, size, spec, target):
     image *= rng.uniform(*spec.intensity_scale)
     image = add_noise(image, spec.noise_level, spec.noise, seed=rng)
     return image.astype(np.float32), labels
+
+
+# ----------------------------------------------------------------- other regimes
+# Two more kinds of picture users bring, for the planner's development suite
+# (benchmarks/plan_suite.py): thin branching structures that resizing erases, and large
+# structures in large colour photographs that patches cannot see whole.
+
+
+def make_vessel_images(num_images, shape=(512, 512), seed=0):
+    """Fundus-like colour photographs of branching vessels, with exact vessel masks.
+
+    Each image has a circular field of view with uneven lighting; vessel trees grow from a
+    disc near one side and branch, from about 7 pixels wide down to about 1.5, darker than
+    the background in proportion to their width (thin vessels are faint), most visible in
+    the green channel, then the picture is blurred and noised.
+
+    Parameters
+    ----------
+    num_images : int
+    shape : (int, int)
+        Height and width in pixels (each >= 128).
+    seed : int
+
+    Returns
+    -------
+    images : ndarray, shape (N, H, W, 3), uint8
+    masks : ndarray, shape (N, H, W), uint8 in {0, 1}
+    """
+    check_positive(num_images, "num_images", integer=True)
+    height, width = (int(v) for v in shape)
+    if min(height, width) < 128:
+        raise ValueError(f"shape must be at least 128 x 128. Received: shape={shape}")
+    images = np.empty((num_images, height, width, 3), np.uint8)
+    masks = np.empty((num_images, height, width), np.uint8)
+    for i, child in enumerate(np.random.SeedSequence(int(seed)).spawn(int(num_images))):
+        images[i], masks[i] = _draw_vessels(np.random.default_rng(child), height, width)
+    return images, masks
+
+
+def _draw_vessels(rng, height, width):
+    import cv2  # noqa: PLC0415
+
+    scale = 4  # draw at 4x and average down: widths below a pixel stay partial, as in a camera
+    depth = np.zeros((height * scale, width * scale), np.float32)
+    disc = np.array([height * rng.uniform(0.4, 0.6), width * rng.choice([0.25, 0.75])])
+    stack = [(disc, rng.uniform(0, 2 * np.pi), rng.uniform(6.0, 7.5), 0) for _ in range(int(rng.integers(3, 5)))]
+    segments = 0
+    while stack and segments < 400:
+        point, angle, vessel_width, level = stack.pop()
+        for _ in range(int(rng.integers(8, 16))):
+            angle += rng.normal(0, 0.25)
+            step = rng.uniform(8, 14)
+            nxt = point + step * np.array([np.sin(angle), np.cos(angle)])
+            thickness = max(1, int(round(vessel_width * scale)))
+            cv2.line(depth, tuple(int(v) for v in (point[::-1] * scale)), tuple(int(v) for v in (nxt[::-1] * scale)),
+                     float(vessel_width), thickness)
+            point, segments = nxt, segments + 1
+            if not (0 <= point[0] < height and 0 <= point[1] < width):
+                break
+            if level < 5 and rng.random() < 0.12:
+                stack.append((point.copy(), angle + rng.choice([-1, 1]) * rng.uniform(0.4, 0.9),
+                              max(1.5, vessel_width * rng.uniform(0.65, 0.8)), level + 1))
+                vessel_width = max(1.5, vessel_width * rng.uniform(0.8, 0.95))
+    coverage = depth.reshape(height, scale, width, scale)
+    share = (coverage > 0).mean(axis=(1, 3))  # fraction of the pixel a vessel covers
+    widest = coverage.max(axis=(1, 3))
+    mask = (share >= 0.5).astype(np.uint8)
+    yy, xx = np.mgrid[0:height, 0:width]
+    cy, cx, radius = height / 2, width / 2, 0.48 * min(height, width) * 1.1
+    fov = np.hypot(yy - cy, xx - cx) <= radius
+    mask &= fov
+    light = 0.75 + 0.25 * _smooth_field(rng, max(height, width), max(height, width) / 6)[:height, :width]
+    light *= np.exp(-(np.hypot(yy - disc[0], xx - disc[1]) / (0.9 * max(height, width))) ** 2 * 1.5) + 0.3
+    contrast = share * np.clip(widest / 7.0, 0.25, 1.0) * rng.uniform(0.35, 0.5)
+    base = np.array([rng.uniform(0.75, 0.9), rng.uniform(0.35, 0.45), rng.uniform(0.12, 0.2)])
+    vessel_loss = np.array([0.35, 1.0, 0.6])  # vessels absorb green most
+    image = base * light[..., None] * (1 - contrast[..., None] * vessel_loss)
+    image = ndimage.gaussian_filter(image, (0.8, 0.8, 0)) + rng.normal(0, 0.015, image.shape)
+    image *= fov[..., None]
+    return (np.clip(image, 0, 1) * 255).round().astype(np.uint8), mask
+
+
+def make_lesion_photos(num_images, shape=(576, 768), seed=0):
+    """Dermoscopy-like colour photographs of one skin lesion each, with exact lesion masks.
+
+    The lesion is a smooth irregular blob covering from a few per cent to nearly all of the
+    frame, brown with darker blotches and a soft border, on skin of a random tone with
+    lighting gradients, a dark vignette and hairs (dark curves that cross lesion and skin
+    and are not part of the mask).
+
+    Returns
+    -------
+    images : ndarray, shape (N, H, W, 3), uint8
+    masks : ndarray, shape (N, H, W), uint8 in {0, 1}
+    """
+    check_positive(num_images, "num_images", integer=True)
+    height, width = (int(v) for v in shape)
+    if min(height, width) < 128:
+        raise ValueError(f"shape must be at least 128 x 128. Received: shape={shape}")
+    images = np.empty((num_images, height, width, 3), np.uint8)
+    masks = np.empty((num_images, height, width), np.uint8)
+    for i, child in enumerate(np.random.SeedSequence(int(seed)).spawn(int(num_images))):
+        images[i], masks[i] = _draw_lesion_photo(np.random.default_rng(child), height, width)
+    return images, masks
+
+
+def _draw_lesion_photo(rng, height, width):
+    import cv2  # noqa: PLC0415
+
+    yy, xx = np.mgrid[0:height, 0:width].astype(np.float64)
+    side = min(height, width)
+    cy, cx = height * rng.uniform(0.35, 0.65), width * rng.uniform(0.35, 0.65)
+    r0 = side * np.exp(rng.uniform(np.log(0.1), np.log(0.75)))
+    theta = np.arctan2(yy - cy, xx - cx)
+    radius = np.full_like(theta, r0)
+    for k in range(2, 7):
+        radius += r0 * rng.uniform(0, 0.2 / (k - 1)) * np.cos(k * theta + rng.uniform(0, 2 * np.pi))
+    distance = np.hypot(yy - cy, xx - cx)
+    mask = (distance <= radius).astype(np.uint8)
+    inside = np.clip((radius - distance) / (0.08 * r0), 0, 1)  # a soft edge, as lesions fade into skin
+    skin = np.array([rng.uniform(0.75, 0.95), rng.uniform(0.55, 0.75), rng.uniform(0.45, 0.65)])
+    lesion = np.array([rng.uniform(0.35, 0.6), rng.uniform(0.2, 0.35), rng.uniform(0.12, 0.25)])
+    blotches = 0.5 + 0.5 * _smooth_field(rng, max(height, width), side / 25)[:height, :width]
+    colour = lesion * (1 - 0.45 * blotches[..., None])
+    image = skin * (1 - inside[..., None]) + colour * inside[..., None]
+    image *= (1 + 0.08 * _smooth_field(rng, max(height, width), side / 60)[:height, :width])[..., None]
+    gradient = 1 + 0.15 * ((xx / width - 0.5) * rng.uniform(-1, 1) + (yy / height - 0.5) * rng.uniform(-1, 1))
+    vignette = 1 - 0.5 * np.clip(np.hypot((yy - height / 2) / height, (xx - width / 2) / width) * 1.6 - 0.45, 0, 1)
+    image *= (gradient * vignette)[..., None]
+    hairs = np.zeros((height, width), np.float32)
+    for _ in range(int(rng.integers(0, 12))):
+        point = np.array([rng.uniform(0, height), rng.uniform(0, width)])
+        angle = rng.uniform(0, 2 * np.pi)
+        for _ in range(int(rng.integers(10, 30))):
+            angle += rng.normal(0, 0.08)
+            nxt = point + 12 * np.array([np.sin(angle), np.cos(angle)])
+            cv2.line(hairs, (int(point[1]), int(point[0])), (int(nxt[1]), int(nxt[0])), 1.0, int(rng.integers(1, 3)))
+            point = nxt
+    image *= 1 - 0.7 * ndimage.gaussian_filter(hairs, 0.7)[..., None]
+    image = ndimage.gaussian_filter(image, (1.0, 1.0, 0)) + rng.normal(0, 0.02, image.shape)
+    return (np.clip(image, 0, 1) * 255).round().astype(np.uint8), mask
