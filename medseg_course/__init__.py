@@ -8,8 +8,9 @@ Modules by pipeline stage. Each imports only modules on its own line or the line
     readers, writers, io | phantoms, brain, datasets, downloads, data
     preprocessing, postprocessing, metrics, boundaries, classical | geometry, volumes
     models, losses | augmentation, patches, run_folder, runs, training, volume_training
-    inference (load_run, segment) | samples | evaluation | recipes, experiments
+    inference (load_run, segment) | samples, fingerprint | planning | evaluation | recipes, experiments
     slice_runs, volume_runs (what ``medseg-course train`` does, in 2D and 3D)
+    run_plans (the plan of a ``plan`` or ``train`` command, 2D or 3D)
     cli (parses arguments, calls the package, reports errors in one line)
 
 Submodules are imported on first use (``mc.losses`` imports Keras, ``mc.metrics`` does
@@ -55,6 +56,7 @@ _SUBMODULES = (
     "environment",
     "evaluation",
     "experiments",
+    "fingerprint",
     "geometry",
     "image",
     "inference",
@@ -64,11 +66,13 @@ _SUBMODULES = (
     "models",
     "patches",
     "phantoms",
+    "planning",
     "postprocessing",
     "preprocessing",
     "readers",
     "recipes",
     "run_folder",
+    "run_plans",
     "runs",
     "samples",
     "scanner",

@@ -1,6 +1,7 @@
-"""Command line: ``medseg-course train | predict | evaluate | info``.
+"""Command line: ``medseg-course plan | train | predict | evaluate | info``.
 
-``train`` turns a data set (your folders, a Decathlon task, or the built-in phantoms or
+``plan`` fingerprints a data set and prints the recipe ``train`` would use, each choice
+with its reason (``planning``). ``train`` turns a data set (your folders, a Decathlon task, or the built-in phantoms or
 MNI152 brain) into a run folder (``run_folder.RUN_FILES``): ``config.json`` (every setting,
 the split, how inputs are prepared), ``log.csv``, ``model.keras`` (the best validation Dice,
 loadable by plain Keras), ``best.keras``, ``resume.npz`` (for ``--resume``),
@@ -51,23 +52,62 @@ class CLIInterrupted(Exception):
 # ------------------------------------------------------------------------- train
 
 
-def _cmd_train(args):
-    from medseg_course import volume_runs  # noqa: PLC0415
+def _load_plan(path):
+    """A plan saved by ``medseg-course plan --json`` or a run folder's plan.json."""
+    try:
+        plan = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:
+        raise CLIError(f"{path}: not a readable plan ({type(err).__name__}); give a plan.json from a run folder or "
+                       "from medseg-course plan --json.") from None
+    if not (isinstance(plan, dict) and isinstance(plan.get("choices"), dict) and plan.get("dims") in (2, 2.5, 3)
+            and all(isinstance(c, dict) and "value" in c for c in plan["choices"].values())):
+        raise CLIError(f"{path}: not a plan (it needs dims 2, 2.5 or 3 and choices with values); give a plan.json from "
+                       "a run folder or from medseg-course plan --json.")
+    return plan
 
-    out = Path(args.out)
-    run_folder.check_run_folder(out, args.data, args.overwrite, args.resume)
-    dims = volume_runs.choose_dims(args.data, args.layout) if args.dims == "auto" else float(args.dims)
-    if args.augment_3d and dims != 3:
-        raise CLIError(f"--augment {args.augment_3d} chooses a 3D augmentation; this run is {dims:g}D. "
-                       "Leave it out (2D runs augment unless --no-augment).")
-    settings = {key: getattr(args, key) for key in (
+
+def _settings(args, dims):
+    settings = {key: getattr(args, key, None) for key in (
         "data", "layout", "target", "num_images", "image_size", "val_fraction", "test_fraction", "invert_masks",
         "allow_unmatched",
         "seed", "mode", "patch_size", "patches_per_image", "precision", "model", "depth", "base_filters", "width",
         "loss", "learning_rate", "batch_size", "epochs", "threads", "patience", "patch_shape", "steps_per_epoch",
-        "bn_momentum", "augment_3d")}
-    settings.update(augment=not args.no_augment, time_budget_min=args.time_budget, verbose=1 if sys.stdout.isatty() else 2,
+        "bn_momentum", "augment_3d", "memory_limit_gb")}
+    settings.update(augment=not getattr(args, "no_augment", False), no_augment=getattr(args, "no_augment", False),
+                    time_budget_min=args.time_budget, verbose=1 if sys.stdout.isatty() else 2,
                     context=1 if dims == 2.5 else 0)
+    return settings
+
+
+def _dims(args, plan=None):
+    from medseg_course import volume_runs  # noqa: PLC0415
+
+    if plan is not None and args.dims == "auto":
+        return plan["dims"]
+    return volume_runs.choose_dims(args.data, args.layout) if args.dims == "auto" else float(args.dims)
+
+
+def _cmd_plan(args):
+    from medseg_course import planning, run_plans  # noqa: PLC0415
+
+    dims = _dims(args)
+    plan = run_plans.plan_for(_settings(args, dims), dims)
+    print(json.dumps(plan, indent=2) if args.json else planning.format_plan(plan))
+    return 0
+
+
+def _cmd_train(args):
+    out = Path(args.out)
+    run_folder.check_run_folder(out, args.data, args.overwrite, args.resume)
+    plan_path = args.plan or (out / "plan.json" if args.resume and (out / "plan.json").is_file() else None)
+    plan = _load_plan(plan_path) if plan_path else None
+    dims = _dims(args, plan)
+    if plan is not None and plan["dims"] != dims:
+        raise CLIError(f"{plan_path}: a {plan['dims']:g}D plan, but this run is {dims:g}D; leave --dims out or match it.")
+    if args.augment_3d and dims != 3:
+        raise CLIError(f"--augment {args.augment_3d} chooses a 3D augmentation; this run is {dims:g}D. "
+                       "Leave it out (2D runs augment unless --no-augment).")
+    settings = {**_settings(args, dims), "plan": plan}
     if dims == 3:
         from medseg_course.volume_runs import train_run  # noqa: PLC0415
     else:
@@ -115,7 +155,8 @@ def _cmd_predict(args):
     model, config = load_run(args.model, allow_legacy=args.allow_legacy_model)
     utils.check_writable_folder(out)
     (out / "overlays").mkdir(exist_ok=True)
-    clean = {"min_size": args.min_size, "fill": args.fill_holes, "largest": args.largest}
+    given = args.min_size is not None or args.fill_holes or args.largest or args.no_clean
+    clean = {"min_size": args.min_size or 0, "fill": args.fill_holes, "largest": args.largest} if given else None
     written = []
     for path, stem in _progress(list(zip(files, stems)), len(files), "predicting"):
         image = read_image(path)
@@ -201,6 +242,61 @@ def _cmd_info(args):
 # ------------------------------------------------------------------------- parser
 
 
+def _data_options(parser):
+    """The options ``plan`` and ``train`` share: the data, the split and every recipe choice
+    (left out, the plan decides; given, it wins and the plan says so)."""
+    add = parser.add_argument
+    add("--layout", choices=("auto", "folders", "msd"), default="auto",
+        help="folders: images/ + masks/; msd: Decathlon dataset.json")
+    add("--dims", choices=("auto", "2", "2.5", "3"), default="auto",
+        help="2: slice by slice; 2.5: each slice with its two neighbours as channels; 3: a 3D U-Net on volumes (auto: 3 "
+             "when the first volumes have 16 or more voxels along each axis)")
+    add("--mode", choices=("auto", "resize", "patch"), default="auto",
+        help="2D: resize whole images, or train on native-resolution patches (auto: the plan measures what resizing "
+             "would cost a perfect model and resizes only if it loses at most 0.02 Dice)")
+    add("--image-size", type=int, default=None,
+        help="2D: model input side in resize mode (default: planned; built-in phantoms are drawn at this size, 128)")
+    add("--patch-size", type=int, default=None, help="2D: patch side in patch mode (default: planned, 128-256)")
+    add("--patch-shape", type=int, nargs=3, default=None, metavar=("Z", "H", "W"),
+        help="3D: patch in voxels (default: the median volume, rounded up to a multiple of 8)")
+    add("--patches-per-image", type=int, default=None, help="2D: patches drawn per image in patch mode (default: planned)")
+    add("--steps-per-epoch", type=int, default=None, help="3D: batches per epoch (default 100)")
+    add("--model", choices=("unet", "seed"), default="unet", help="U-Net, or the article's encoder-decoder")
+    add("--depth", type=int, default=None, help="U-Net poolings (default: planned; 3D 3)")
+    add("--base-filters", type=int, default=None, help="U-Net filters at the first level (default: planned; 3D 16)")
+    add("--width", type=float, default=0.25, help="filter multiplier of the article's model")
+    add("--loss", default=None, help="bce, weighted_bce, dice, dice_ce, focal, tversky, focal_tversky (default dice_ce)")
+    add("--epochs", type=int, default=None,
+        help="this many epochs (default: 15, or with --time-budget as many as the plan measures to fit)")
+    add("--patience", type=int, default=None, help="early stopping patience (epochs)")
+    add("--batch-size", type=int, default=None, help="images or patches per step (default: planned; 2D 8, 3D 2)")
+    add("--learning-rate", type=float, default=None, help="Adam's learning rate (default 1e-3)")
+    add("--bn-momentum", type=float, default=None,
+        help="batch norm: share of the old moving statistics kept each step (default 0.5)")
+    add("--precision", choices=("float32", "bfloat16"), default="float32",
+        help="bfloat16: mixed precision; measure first (benchmarks/README.md): with AMX it trained a 16-filter U-Net "
+             "1.9x faster and an 8-filter one 3x slower")
+    add("--memory-limit", dest="memory_limit_gb", type=float, default=None, metavar="GB",
+        help="refuse recipes whose estimated peak memory exceeds this (default 3; the plan halves its batch to fit)")
+    add("--val-fraction", type=float, default=None,
+        help="share of cases (of subjects, where the data name them) for validation, which picks the checkpoint and "
+             "the clean-up (2D 0.2; 3D 0.1)")
+    add("--test-fraction", type=float, default=None,
+        help="share of cases held out for test, scored once after training (2D 0; 3D 0.2)")
+    add("--seed", type=int, default=0)
+    add("--threads", type=int, default=2, help="CPU threads (results repeat at a fixed count)")
+    add("--time-budget", type=float, default=None, metavar="MIN",
+        help="minutes of training: the plan fits whole epochs into 90 %% of it, and training stops at it")
+    add("--no-augment", action="store_true", help="turn augmentation off")
+    add("--augment", dest="augment_3d", choices=("off", "mirror", "anatomy"), default=None,
+        help="3D: off (default: the mirror did not help in a 15-minute CPU budget), mirror (left-right only; "
+             "predictions then average the mirror), anatomy (mirror, rotation, zoom, intensity, gamma)")
+    add("--invert-masks", action="store_true", help="masks mark the foreground with 0")
+    add("--allow-unmatched", action="store_true", help="skip unmatched files with a warning")
+    add("--num-images", type=int, default=160, help="phantom: number of images")
+    add("--target", default="organ", help="phantom: organ, lesion or multiclass; mni152: organ (brain), gm, wm, tissue")
+
+
 def build_parser():
     """The argument parser (exposed for tests and documentation)."""
     parser = argparse.ArgumentParser(
@@ -214,62 +310,24 @@ def build_parser():
     info.add_argument("--threads", type=int, default=2, help="CPU threads to pin (default 2)")
     info.set_defaults(handler=_cmd_info)
 
+    plan = sub.add_parser("plan", help="fingerprint a data set and print the recipe train would use",
+                          formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    plan.add_argument("data", help="data folder, or 'phantom' / 'mni152' / 'hippocampus' (built in)")
+    plan.add_argument("--json", action="store_true", help="print the plan (with the fingerprint) as JSON")
     train = sub.add_parser("train", help="train a model; writes a run folder",
                            formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     train.add_argument("--data", required=True,
                        help="data folder, or 'phantom' / 'mni152' (2D) or 'hippocampus' (3D MRI) built in")
-    train.add_argument("--layout", choices=("auto", "folders", "msd"), default="auto",
-                       help="folders: images/ + masks/; msd: Decathlon dataset.json")
     train.add_argument("--out", required=True, help="run folder to create")
-    train.add_argument("--dims", choices=("auto", "2", "2.5", "3"), default="auto",
-                       help="2: slice by slice; 2.5: each slice with its two neighbours as channels; 3: a 3D U-Net "
-                            "on volumes (auto: 3 when the first volumes have 16 or more voxels along each axis)")
-    train.add_argument("--mode", choices=("auto", "resize", "patch"), default="auto",
-                       help="2D: resize whole images, or train on native-resolution patches (auto: patches when "
-                            "images are over twice --image-size)")
-    train.add_argument("--image-size", type=int, default=128, help="2D: model input side in resize mode")
-    train.add_argument("--patch-size", type=int, default=128, help="2D: patch side in patch mode")
-    train.add_argument("--patch-shape", type=int, nargs=3, default=None, metavar=("Z", "H", "W"),
-                       help="3D: patch in voxels (default: the median volume, rounded up to a multiple of 8)")
-    train.add_argument("--patches-per-image", type=int, default=16, help="2D: patches drawn per image (patch mode)")
-    train.add_argument("--steps-per-epoch", type=int, default=None, help="3D: batches per epoch (default 100)")
-    train.add_argument("--model", choices=("unet", "seed"), default="unet", help="U-Net, or the article's encoder-decoder")
-    # Defaults per dimension: slice_runs.DEFAULTS_2D and volume_runs.DEFAULTS_3D (measured recipes).
-    train.add_argument("--depth", type=int, default=None, help="U-Net poolings (default 3)")
-    train.add_argument("--base-filters", type=int, default=None, help="U-Net filters at the first level (2D 8, 3D 16)")
-    train.add_argument("--width", type=float, default=0.25, help="filter multiplier of the article's model")
-    train.add_argument("--loss", default="dice_ce", help="bce, weighted_bce, dice, dice_ce, focal, tversky, focal_tversky")
-    train.add_argument("--epochs", type=int, default=None,
-                       help="at most this many epochs (2D 15; 3D 15, or as many as --time-budget allows)")
-    train.add_argument("--patience", type=int, default=None, help="early stopping patience (epochs)")
-    train.add_argument("--batch-size", type=int, default=None, help="images (2D 8) or patches (3D 2) per step")
-    train.add_argument("--learning-rate", type=float, default=1e-3)
-    train.add_argument("--bn-momentum", type=float, default=None,
-                       help="batch norm: share of the old moving statistics kept each step (2D 0.5, 3D 0.5)")
-    train.add_argument("--precision", choices=("float32", "bfloat16"), default="float32",
-                       help="bfloat16: mixed precision; measure first (benchmarks/README.md): with AMX it trained a "
-                            "16-filter U-Net 1.9x faster and the default 8-filter one 3x slower")
-    train.add_argument("--val-fraction", type=float, default=None,
-                       help="share of cases (of subjects, where the data name them) for validation, which picks "
-                            "the checkpoint (2D 0.2; 3D 0.1)")
-    train.add_argument("--test-fraction", type=float, default=None,
-                       help="share of cases held out for test, scored once after training (2D 0; 3D 0.2)")
-    train.add_argument("--seed", type=int, default=0)
-    train.add_argument("--threads", type=int, default=2, help="CPU threads (results repeat at a fixed count)")
-    train.add_argument("--time-budget", type=float, default=None, metavar="MIN",
-                       help="stop after this many minutes, keeping the best checkpoint")
-    train.add_argument("--no-augment", action="store_true", help="turn augmentation off")
-    train.add_argument("--augment", dest="augment_3d", choices=("off", "mirror", "anatomy"), default=None,
-                       help="3D: off (default: the mirror did not help in a 15-minute CPU budget), mirror (left-right "
-                            "only; predictions then average the mirror), anatomy (mirror, rotation, zoom, intensity, "
-                            "gamma)")
-    train.add_argument("--invert-masks", action="store_true", help="masks mark the foreground with 0")
-    train.add_argument("--allow-unmatched", action="store_true", help="skip unmatched files with a warning")
-    train.add_argument("--num-images", type=int, default=160, help="phantom: number of images")
-    train.add_argument("--target", default="organ", help="phantom: organ, lesion or multiclass; mni152: organ (brain), gm, wm, tissue")
     train.add_argument("--overwrite", action="store_true", help="reuse a non-empty run folder")
     train.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
+    train.add_argument("--plan", default=None, metavar="PLAN_JSON",
+                       help="train this plan (a run folder's plan.json, or plan --json) instead of planning afresh; "
+                            "with the same data, seed and threads the run repeats")
+    for sub_parser in (plan, train):
+        _data_options(sub_parser)
     train.set_defaults(handler=_cmd_train)
+    plan.set_defaults(handler=_cmd_plan)
 
     predict = sub.add_parser("predict", help="segment images with a trained model")
     predict.add_argument("--model", required=True, help="RUN_DIR/model.keras (or RUN_DIR)")
@@ -277,9 +335,12 @@ def build_parser():
     predict.add_argument("--out", required=True, help="folder for the masks and overlays")
     predict.add_argument("--tta", action="store_true",
                          help="average over flipped copies (2D: 4x slower; 3D runs mirror left-right by default)")
-    predict.add_argument("--min-size", type=int, default=0, help="binary: remove components smaller than this (pixels)")
+    predict.add_argument("--min-size", type=int, default=None,
+                         help="binary: remove components smaller than this (pixels); any clean-up option replaces "
+                              "the one the run chose on its validation cases (config.json postprocess)")
     predict.add_argument("--fill-holes", action="store_true", help="binary: fill enclosed holes")
     predict.add_argument("--largest", action="store_true", help="binary: keep only the largest component")
+    predict.add_argument("--no-clean", action="store_true", help="binary: no clean-up, whatever the run chose")
     predict.add_argument("--threads", type=int, default=2)
     predict.add_argument("--overwrite", action="store_true", help="replace existing mask files")
     predict.add_argument("--allow-legacy-model", action="store_true",

@@ -13,12 +13,16 @@ from pathlib import Path
 import numpy as np
 
 from medseg_course.datasets import mask_to_labels
-from medseg_course.inference import predict_slices
+from medseg_course.inference import labels_from_probabilities, predict_slices, slice_probabilities
 from medseg_course.io import read_image
 from medseg_course.metrics import evaluate_labels, summarize
 from medseg_course.viz import save_overlay
 
-__all__ = ["SURFACE_TOLERANCE_MM", "per_label", "score_case", "score_files", "summarise", "validate"]
+__all__ = ["SURFACE_TOLERANCE_MM", "MIN_POSTPROCESS_GAIN", "choose_postprocessing", "per_label", "score_case", "score_files", "summarise", "validate"]
+
+#: The mean validation Dice a clean-up must add before a run adopts it (else none: a clean-up
+#: that does not help on validation can still delete real parts elsewhere).
+MIN_POSTPROCESS_GAIN = 0.005
 
 #: Tolerance of the surface Dice the command line reports, in mm (pixels without a spacing).
 SURFACE_TOLERANCE_MM = 1.0
@@ -140,3 +144,40 @@ def validate(model, config, cases, overlay_dir=None, progress=None):
             save_overlay(case.slices[middle], case.masks[middle], pred[middle], Path(overlay_dir) / f"{case.name}.png",
                          case.name)
     return {"per_case": rows, "summary": summarise(rows)}
+
+
+def _dice(truth, pred):
+    total = truth.sum() + pred.sum()
+    return 1.0 if total == 0 else float(2 * np.logical_and(truth, pred).sum() / total)
+
+
+def choose_postprocessing(model, config, cases, min_size=None):
+    """The clean-up of a binary model's masks that its validation cases support.
+
+    Each case is predicted once (``slice_probabilities``); the candidates are none, filling
+    holes, keeping the largest component, and (with ``min_size``) removing components
+    smaller than ``min_size`` pixels. The best mean Dice over the cases wins if it beats none
+    by ``MIN_POSTPROCESS_GAIN``; otherwise none. Only validation cases may be passed here:
+    choosing on test cases would make the test score optimistic.
+
+    Returns
+    -------
+    (dict, dict)
+        The chosen ``postprocessing.postprocess`` options (``{}`` for none) and the mean
+        validation Dice of every candidate by name.
+    """
+    candidates = {"none": {}, "fill_holes": {"fill": True}, "largest_component": {"largest": True}}
+    if min_size:
+        candidates[f"min_size_{int(min_size)}"] = {"min_size": int(min_size)}
+    if config["num_classes"] != 1 or not cases:
+        return {}, {}
+    maps = [slice_probabilities(model, config, case.slices) for case in cases]
+    scores = {}
+    for name, options in candidates.items():
+        scores[name] = round(float(np.mean([
+            _dice(case.masks > 0, labels_from_probabilities(case_maps, config, options) > 0)
+            for case, case_maps in zip(cases, maps)])), 4)
+    best = max(scores, key=lambda name: (scores[name], name == "none"))
+    if scores[best] < scores["none"] + MIN_POSTPROCESS_GAIN:
+        best = "none"
+    return candidates[best], scores

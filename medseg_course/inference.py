@@ -29,7 +29,7 @@ from medseg_course.utils import check_array, check_positive
 from medseg_course.volumes import gaussian_weights_nd, neighbour_slices, tile_starts
 
 __all__ = ["predict", "predict_sliding_window", "gaussian_weights", "TTA_FLIPS", "load_run", "segment", "segment_volume",
-           "predict_slices", "match_channels", "ModelLoadError", "MODEL_NAME", "CONFIG_NAME"]
+           "predict_slices", "slice_probabilities", "labels_from_probabilities", "match_channels", "ModelLoadError", "MODEL_NAME", "CONFIG_NAME"]
 
 #: Model formats that can run arbitrary code when loaded.
 LEGACY_MODEL_SUFFIXES = (".h5", ".hdf5", ".pb")
@@ -301,32 +301,44 @@ def match_channels(images, channels):
     )
 
 
-def predict_slices(model, config, slices, tta=False, clean=None):
-    """Label maps ``(Z, H, W)`` uint8 for normalised slices ``(Z, H, W, C)`` at their own size.
+def slice_probabilities(model, config, slices, tta=False):
+    """Probability maps ``(H, W, K)`` of normalised slices ``(Z, H, W, C)``, each at its own size.
 
     ``config["mode"]`` says how the model was trained: ``"resize"`` fits each slice into
     the model's input (``fit_to_shape``) and maps the prediction back (``restore_shape``);
-    ``"patch"`` tiles the slice at its own resolution (``predict_sliding_window``). Binary
-    models (``num_classes`` 1) are thresholded at 0.5 and cleaned by
-    ``postprocessing.postprocess(**clean)``; multi-class models take the arg-max.
+    ``"patch"`` tiles the slice at its own resolution (``predict_sliding_window``).
     """
     slices = match_channels(slices, config["channels"])
     size = config["input_size"]
     if config["mode"] == "patch":
-        maps = (predict_sliding_window(model, image, (size, size), tta=tta) for image in slices)
+        maps = [predict_sliding_window(model, image, (size, size), tta=tta) for image in slices]
     else:  # all slices fitted first, then predicted in batches (one model call per slice is slow)
         fitted = [fit_to_shape(image, (size, size)) for image in slices]
         batch = predict(model, np.stack([image for image, _ in fitted]), batch_size=32, tta=tta)
-        maps = (restore_shape(probs, fit_info) for probs, (_, fit_info) in zip(batch, fitted))
+        maps = [restore_shape(probs, fit_info) for probs, (_, fit_info) in zip(batch, fitted)]
+    return [probs[..., None] if probs.ndim == 2 else probs for probs in maps]
+
+
+def labels_from_probabilities(maps, config, clean=None):
+    """Label maps ``(Z, H, W)`` uint8 from ``slice_probabilities``: binary models
+    (``num_classes`` 1) thresholded at 0.5 and cleaned by ``postprocessing.postprocess(**clean)``
+    (by default the clean-up the run chose on its validation cases, ``config["postprocess"]``);
+    multi-class models take the arg-max."""
+    clean = config.get("postprocess") if clean is None else clean
     out = []
     for probs in maps:
-        probs = probs[..., None] if probs.ndim == 2 else probs
         if config["num_classes"] == 1:
             labels = postprocess(probs, **(clean or {}))[..., 0]
         else:
             labels = np.argmax(probs, axis=-1)
         out.append(labels.astype(np.uint8))
     return np.stack(out)
+
+
+def predict_slices(model, config, slices, tta=False, clean=None):
+    """Label maps ``(Z, H, W)`` uint8 for normalised slices ``(Z, H, W, C)`` at their own size
+    (``slice_probabilities``, then ``labels_from_probabilities``)."""
+    return labels_from_probabilities(slice_probabilities(model, config, slices, tta), config, clean)
 
 
 def segment(model, image, config, tta=None, clean=None):
@@ -346,7 +358,8 @@ def segment(model, image, config, tta=None, clean=None):
         mirror; None (the default) does what the run chose (``config["tta"]``).
     clean : dict, optional
         ``postprocessing.postprocess`` options for binary models, e.g.
-        ``{"min_size": 50, "fill": True, "largest": False}``.
+        ``{"min_size": 50, "fill": True, "largest": False}``; by default the clean-up the
+        run chose on its validation cases (``config["postprocess"]``, none if it chose none).
 
     Returns
     -------

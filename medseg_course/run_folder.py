@@ -20,7 +20,7 @@ __all__ = ["CONFIG_NAME", "MODEL_NAME", "RUN_FILES", "RESUME_KEYS", "RunFolderEr
 CONFIG_NAME = "config.json"
 MODEL_NAME = "model.keras"
 #: What ``train`` writes into a run folder (``--overwrite`` deletes these and nothing else).
-RUN_FILES = ("config.json", "log.csv", "model.keras", "best.keras", "resume.npz", "metrics.json", "overlays")
+RUN_FILES = ("config.json", "plan.json", "log.csv", "model.keras", "best.keras", "resume.npz", "metrics.json", "overlays")
 #: Settings that must match for ``--resume`` to continue a run.
 RESUME_KEYS = ("data", "mode", "input_size", "channels", "num_classes", "model", "depth", "base_filters", "width",
                "loss", "batch_size", "learning_rate", "augment", "seed", "threads", "split", "precision",

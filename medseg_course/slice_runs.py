@@ -10,10 +10,9 @@ resume, time budget, Ctrl-C), and the validation cases are scored slice by slice
 
 from __future__ import annotations
 
-#: The 2D recipe ``medseg-course train`` uses unless told otherwise: depth 3, 8 filters,
-#: batch 8 were the fastest to a given Dice in 15-60 s runs on 2 cores
-#: (benchmarks/recipes.py, benchmarks/time_to_dice.py; figures in benchmarks/README.md).
-DEFAULTS_2D = {"depth": 3, "base_filters": 8, "batch_size": 8, "epochs": 15, "val_fraction": 0.2, "test_fraction": 0.0}
+#: What a 2D run holds out unless told otherwise; the recipe itself comes from the plan
+#: (``planning.plan_2d``: input size or patches, depth, width, batch, augmentation, epochs).
+DEFAULTS_2D = {"val_fraction": 0.2, "test_fraction": 0.0}
 
 __all__ = ["DEFAULTS_2D", "train_run"]
 
@@ -52,17 +51,21 @@ def train_run(settings, out, resume=False, overwrite=False, report=print, progre
     import time  # noqa: PLC0415
 
     from medseg_course import (  # noqa: PLC0415
-        environment, evaluation, losses, models, run_folder, samples, training)
+        environment, evaluation, losses, models, planning, run_folder, samples, training)
     from medseg_course.volumes import neighbour_slices  # noqa: PLC0415
 
     s = {**settings, **{k: v for k, v in DEFAULTS_2D.items() if settings.get(k) is None}}
     info_env = environment.setup(seed=s["seed"], threads=s["threads"])
     start = time.perf_counter()
     train_cases, val_cases, test_cases, source_info = samples.training_cases(
-        s["data"], s["target"], s["num_images"], s["image_size"], s["val_fraction"], s["layout"], s["invert_masks"],
-        s["allow_unmatched"], s["seed"], s["test_fraction"])
+        s["data"], s["target"], s["num_images"], s.get("image_size") or 128, s["val_fraction"], s["layout"],
+        s["invert_masks"], s["allow_unmatched"], s["seed"], s["test_fraction"])
     all_cases = train_cases + val_cases + test_cases
     context = int(s.get("context") or 0)
+    plan = s.get("plan") or planning.plan_2d_for(train_cases + val_cases, s, 2.5 if context else 2)
+    if s.get("plan"):  # options given with --plan still win
+        planning.apply_overrides(plan, {**s, "mode": s.get("mode") if s.get("mode") in ("resize", "patch") else None})
+    p = planning.settings_from_plan(plan)
     if context:  # 2.5D: each slice with its neighbours as channels
         flat = [c.name for c in all_cases if len(c.slices) == 1]
         if flat:
@@ -72,34 +75,64 @@ def train_run(settings, out, resume=False, overwrite=False, report=print, progre
     num_labels = int(max(int(c.masks.max()) for c in all_cases)) + 1
     num_classes = 1 if num_labels <= 2 else num_labels
     channels = max(c.slices.shape[-1] for c in all_cases)
-    mode = s["mode"] if s["mode"] != "auto" else samples.choose_mode([c.slices for c in all_cases], s["image_size"])
-    size = s["image_size"] if mode == "resize" else s["patch_size"]
+    mode = p["mode"]
+    if mode == "resize":
+        size = p.get("image_size") or s.get("image_size") or 128
+    else:
+        size = p.get("patch_size") or s.get("patch_size") or 128
+        p.setdefault("patches_per_image", s.get("patches_per_image") or 16)
+    if size is None:
+        raise ValueError("the plan has no input size; give --image-size.")
 
     def arrays(cases, seed):
         return samples.training_arrays([c.slices for c in cases], [c.masks for c in cases], mode, size, num_classes,
-                                       channels, s["patches_per_image"], seed)
+                                       channels, p.get("patches_per_image") or 16, seed)
 
     x_train, y_train = arrays(train_cases, s["seed"])
     x_val, y_val = arrays(val_cases, s["seed"] + 1)
     if s["precision"] == "bfloat16" and not environment.bf16_hardware():
         report("warning: this CPU has no bfloat16 instructions (AVX512-BF16 or AMX); bfloat16 is emulated "
                "and trains slower than float32 here. Use --precision float32.")
-    model = models.build_model(s["model"], (size, size, channels), num_classes, s["depth"], s["base_filters"],
+    if p["loss"] not in losses.LOSS_NAMES:
+        raise ValueError(f"unknown --loss {p['loss']!r}; choose one of {', '.join(losses.LOSS_NAMES)}.")
+    if num_classes > 1 and p["loss"] in ("bce", "weighted_bce"):
+        raise ValueError(f"--loss {p['loss']} is for binary masks; these masks have {num_classes} labels. Use dice_ce.")
+
+    model = models.build_model(s["model"], (size, size, channels), num_classes, p["depth"], p["base_filters"],
                                s["width"], s["precision"], s.get("bn_momentum") or 0.5)
-    if s["loss"] not in losses.LOSS_NAMES:
-        raise ValueError(f"unknown --loss {s['loss']!r}; choose one of {', '.join(losses.LOSS_NAMES)}.")
-    if num_classes > 1 and s["loss"] in ("bce", "weighted_bce"):
-        raise ValueError(f"--loss {s['loss']} is for binary masks; these masks have {num_classes} labels. Use dice_ce.")
-    training.compile_model(model, loss=s["loss"], learning_rate=s["learning_rate"])
-    augment = training.Augmentation() if s["augment"] else None
-    train_ds = training.make_dataset(x_train, y_train, batch_size=s["batch_size"], augment=augment, seed=s["seed"])
-    val_ds = training.make_dataset(x_val, y_val, batch_size=s["batch_size"], shuffle=False)
+    training.compile_model(model, loss=p["loss"], learning_rate=p["learning_rate"])
+    data_bytes = sum(c.slices.nbytes + c.masks.nbytes for c in all_cases) + x_train.nbytes + x_val.nbytes + \
+        y_train.nbytes + y_val.nbytes
+    limit = s.get("memory_limit_gb") or planning.MEMORY_LIMIT_GB
+    memory = planning.estimate_memory_gb(model, p["batch_size"], data_bytes)
+    while memory > limit and plan["choices"]["batch_size"]["by"] == "plan" and p["batch_size"] > 1:
+        p["batch_size"] //= 2
+        memory = planning.estimate_memory_gb(model, p["batch_size"], data_bytes)
+        plan["choices"]["batch_size"] = {"value": p["batch_size"], "by": "plan", "reason":
+                                         f"halved until the memory estimate fits {limit:g} GB"}
+    if memory > limit:
+        raise ValueError(f"this recipe needs about {memory:g} GB (estimate), over the {limit:g} GB limit; use a "
+                         "smaller --batch-size, --image-size or --patch-size, or fewer cases.")
+    plan["estimate"] = {"peak_memory_gb": memory}
+    if p["epochs"] is None:  # a time budget: measure a few steps, then plan whole epochs
+        step_s, first_s = training.time_steps(model, x_train, y_train, p["batch_size"])
+        steps = -(-len(x_train) // p["batch_size"])
+        validation_s = 0.35 * step_s * -(-len(x_val) // p["batch_size"]) + planning.epoch_overhead_s(model)
+        p["epochs"] = planning.epochs_for_budget(s["time_budget_min"] * 60, step_s, steps, first_s, validation_s)
+        plan["choices"]["epochs"]["value"] = p["epochs"]
+        plan["estimate"].update(seconds_per_step=round(step_s, 3), seconds_per_epoch=round(steps * step_s +
+                                                                                          validation_s, 1))
+        training.reinitialize(model, s["seed"])  # the seed's initial weights, as without the probe
+    augment = training.Augmentation() if p["augment"] else None
+    train_ds = training.make_dataset(x_train, y_train, batch_size=p["batch_size"], augment=augment, seed=s["seed"])
+    val_ds = training.make_dataset(x_val, y_val, batch_size=p["batch_size"], shuffle=False)
     config = {
-        "command": "train", "data": source_info, "mode": mode, "input_size": size, "channels": int(channels),
+        "command": "train", "data": source_info, "mode": mode, "input_size": int(size), "channels": int(channels),
         "num_classes": num_classes, "labels": list(range(num_labels)),
         **({"dims": 2.5, "context": context} if context else {}),
-        **{k: s[k] for k in ("model", "depth", "base_filters", "width", "loss", "epochs", "batch_size",
-                             "learning_rate", "augment", "precision", "seed", "threads")},
+        **{k: s[k] for k in ("model", "width", "precision", "seed", "threads")},
+        **{k: p[k] for k in ("depth", "base_filters", "loss", "epochs", "batch_size", "learning_rate", "augment")},
+        **({"patches_per_image": p["patches_per_image"]} if mode == "patch" else {}),
         "bn_momentum": s.get("bn_momentum") or 0.5,
         "time_budget_min": s["time_budget_min"],
         "normalisation": "per image/volume: clip to 0.5-99.5 percentiles, rescale to [0, 1]",
@@ -109,23 +142,37 @@ def train_run(settings, out, resume=False, overwrite=False, report=print, progre
         "device": info_env.device, "versions": info_env.versions,
     }
     run_folder.start_run(out, config, resume, overwrite)
+    run_folder.write_json(out / planning.PLAN_NAME, plan)
     report(f"training {model.name} ({model.count_params():,} parameters) on {len(x_train)} {mode} samples "
-           f"of {size}x{size}x{channels}, validating on {len(x_val)}"
+           f"of {size}x{size}x{channels} for {p['epochs']} epoch(s), validating on {len(x_val)}"
            f"{f', testing on {len(test_cases)} cases' if test_cases else ''}; run folder {out}")
     budget = None if s["time_budget_min"] is None else s["time_budget_min"] * 60
     try:
-        training.fit(model, train_ds, val_ds, epochs=s["epochs"], patience=s["patience"], out_dir=out,
+        training.fit(model, train_ds, val_ds, epochs=p["epochs"], patience=s["patience"], out_dir=out,
                      overwrite=overwrite, verbose=s.get("verbose", 2), time_budget_s=budget, resume=resume)
     except KeyboardInterrupt:
         training.save_model(model, out / run_folder.MODEL_NAME)  # fit restored the best weights so far
         raise
     training.save_model(model, out / run_folder.MODEL_NAME)
     train_seconds = time.perf_counter() - start
+    epochs_run = run_folder.epochs_logged(out)
+    if epochs_run < p["epochs"] and plan["choices"]["epochs"]["by"] == "plan":  # the budget stopped it first
+        plan["choices"]["epochs"] = {"value": epochs_run, "by": "plan", "reason": f"planned {p['epochs']}; the time "
+                                     f"budget stopped training after {epochs_run}, so a rerun of this plan trains {epochs_run}"}
+    smallest = plan["fingerprint"]["structures"]["area_px"]["p5"]
+    chosen, candidates = evaluation.choose_postprocessing(model, config, val_cases,
+                                                          min_size=max(2, round(smallest / 2)) if smallest else None)
+    config["postprocess"] = chosen
+    plan["postprocess"] = {"value": chosen, "validation_dice": candidates, "reason":
+                           f"the clean-up with the best validation Dice if it adds {evaluation.MIN_POSTPROCESS_GAIN}, "
+                           "else none (chosen on validation cases only)"}
+    run_folder.write_json(out / run_folder.CONFIG_NAME, config)
+    run_folder.write_json(out / planning.PLAN_NAME, plan)
     metrics = evaluation.validate(model, config, val_cases, out / "overlays", progress)
-    if test_cases:  # scored once, after the validation cases chose the checkpoint
+    if test_cases:  # scored once, after the validation cases chose the checkpoint and the clean-up
         test = evaluation.validate(model, config, test_cases, progress=progress)
         metrics["test"] = {**test, "per_label": evaluation.per_label(test["per_case"])}
     metrics["train_seconds"] = round(train_seconds, 1)
-    metrics["epochs_run"] = run_folder.epochs_logged(out)
+    metrics["epochs_run"] = epochs_run
     run_folder.write_json(out / "metrics.json", metrics)
     return metrics

@@ -24,7 +24,7 @@ from medseg_course.patches import sample_patches
 from medseg_course.runs import RESUME_NAME, _advance, _checkpoint_bytes, _InterruptGuard, _RunKeeper, save_model
 from medseg_course.utils import check_array, check_positive, check_writable_folder
 
-__all__ = ["Augmentation", "make_dataset", "sample_patches", "compile_model", "reinitialize", "fit", "save_model", "RESUME_NAME"]
+__all__ = ["Augmentation", "make_dataset", "sample_patches", "compile_model", "reinitialize", "time_steps", "fit", "save_model", "RESUME_NAME"]
 
 
 def _check_pair(images, masks):
@@ -206,6 +206,24 @@ def reinitialize(model, seed):
             if variable is not learning_rate:
                 variable.assign(np.zeros(variable.shape, dtype=variable.dtype))
     return model
+
+
+def time_steps(model, images, masks, batch_size, steps=8):
+    """Seconds of one training step of a compiled ``model`` on batches of ``batch_size``:
+    ``(median of the steps after the first two, the first)``; the first includes tracing,
+    the second is often still slow.
+
+    The steps change the model's weights and optimizer: ``reinitialize`` it afterwards (as
+    ``slice_runs.train_run`` does) to train from the seed's initial weights.
+    """
+    picks = np.arange(batch_size) % len(images)
+    x, y = np.asarray(images[picks], np.float32), masks[picks]
+    times = []
+    for _ in range(max(3, steps)):
+        start = time.perf_counter()
+        model.train_on_batch(x, y)
+        times.append(time.perf_counter() - start)
+    return float(np.median(times[2:])), float(times[0])
 
 
 class _EpochTimer(keras.callbacks.Callback):

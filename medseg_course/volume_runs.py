@@ -179,7 +179,7 @@ def train_run(settings, out, resume=False, overwrite=False, report=print, progre
     """
     import time  # noqa: PLC0415
 
-    from medseg_course import environment, evaluation, models, run_folder, training  # noqa: PLC0415
+    from medseg_course import environment, evaluation, models, planning, run_folder, training  # noqa: PLC0415
     from medseg_course import volume_training  # noqa: PLC0415
 
     settings = {**settings, **{k: v for k, v in DEFAULTS_3D.items() if settings.get(k) is None}}
@@ -187,17 +187,16 @@ def train_run(settings, out, resume=False, overwrite=False, report=print, progre
         settings["epochs"] = 1000 if settings.get("time_budget_min") else 15
     info_env = environment.setup(seed=settings["seed"], threads=settings.get("threads", 2))
     start = time.perf_counter()
-    cases, source_info = load_volume_cases(settings["data"], settings.get("layout", "auto"))
-    split = split_volume_cases([c.name for c in cases], settings["val_fraction"], settings["test_fraction"],
-                               settings["seed"], groups={c.name: c.subject for c in cases if c.subject})
-    training_names = set(split["train"])
-    spacing = median_spacing([c for c in cases if c.name in training_names])  # the test cases choose nothing
-    prepared = {c.name: prepare_volume_case(c, spacing) for c in cases}
-    train, val, test = ([prepared[n] for n in split[part]] for part in ("train", "val", "test"))
-    labels = sorted({int(v) for c in prepared.values() for v in np.unique(c.labels)})
+    train, val, test, split, source_info = prepared_split(settings)
+    plan = settings.get("plan") or plan_volumes(train, val, settings)
+    planning.apply_overrides(plan, settings)
+    settings.update({k: v for k, v in planning.settings_from_plan(plan).items()
+                     if k in DEFAULTS_3D or k in ("patch_shape", "loss", "learning_rate")})
+    spacing = tuple(plan["choices"]["spacing_mm"]["value"]) if plan["choices"]["spacing_mm"]["value"] else None
+    labels = sorted({int(v) for c in train + val + test for v in np.unique(c.labels)})
     num_classes = 1 if max(labels) <= 1 else max(labels) + 1
-    channels = int(next(iter(prepared.values())).pixels.shape[-1])
-    patch = settings.get("patch_shape") or default_patch_shape([c.pixels.shape for c in train], settings["depth"])
+    channels = int(train[0].pixels.shape[-1])
+    patch = settings["patch_shape"]
     augment = settings["augment_3d"] if settings.get("augment", True) else "off"  # --no-augment wins
     config = {
         "command": "train", "data": source_info, "dims": 3, "mode": "volume", "patch_shape": [int(v) for v in patch],
@@ -213,6 +212,7 @@ def train_run(settings, out, resume=False, overwrite=False, report=print, progre
         "split": split, "device": info_env.device, "versions": info_env.versions,
     }
     run_folder.start_run(out, config, resume, overwrite)
+    run_folder.write_json(out / planning.PLAN_NAME, plan)
     if num_classes > 1 and config["loss"] in ("bce", "weighted_bce"):
         raise ValueError(f"--loss {config['loss']} is for binary masks; these masks have {num_classes} labels. "
                          "Use dice_ce.")
@@ -247,6 +247,35 @@ def train_run(settings, out, resume=False, overwrite=False, report=print, progre
                "train_seconds": round(train_seconds, 1), "epochs_run": run_folder.epochs_logged(out)}
     run_folder.write_json(out / "metrics.json", metrics)
     return metrics
+
+
+def prepared_split(settings):
+    """The cases of a 3D run, split (by subject where named) and prepared on the training
+    cases' median spacing: ``(train, val, test, split, source_info)`` of ``VolumeCase``."""
+    settings = {**{k: v for k, v in DEFAULTS_3D.items()}, **{k: v for k, v in settings.items() if v is not None}}
+    cases, source_info = load_volume_cases(settings["data"], settings.get("layout", "auto"))
+    split = split_volume_cases([c.name for c in cases], settings["val_fraction"], settings["test_fraction"],
+                               settings.get("seed", 0), groups={c.name: c.subject for c in cases if c.subject})
+    training_names = set(split["train"])
+    spacing = median_spacing([c for c in cases if c.name in training_names])  # the test cases choose nothing
+    prepared = {c.name: prepare_volume_case(c, spacing) for c in cases}
+    train, val, test = ([prepared[n] for n in split[part]] for part in ("train", "val", "test"))
+    return train, val, test, split, source_info
+
+
+def plan_volumes(train, val, settings):
+    """The 3D plan (``planning.plan_3d``) from the fingerprint of the training and validation
+    volumes, on the grid they were prepared on."""
+    from medseg_course import fingerprint, planning  # noqa: PLC0415
+    from medseg_course.samples import SliceCase  # noqa: PLC0415
+
+    seen = train + val
+    fp = fingerprint.fingerprint([SliceCase(c.name, c.pixels, c.labels, tuple(c.grid.spacing_mm), c.case.image)
+                                  for c in seen], settings.get("data"))
+    fp["spacing_mm"] = [round(float(v), 4) for v in train[0].grid.spacing_mm]
+    depth = settings.get("depth") or DEFAULTS_3D["depth"]
+    return planning.plan_3d(fp, DEFAULTS_3D, settings.get("time_budget_min"),
+                            default_patch_shape([c.pixels.shape for c in train], depth))
 
 
 def _one_piece(cases, share=0.9):
