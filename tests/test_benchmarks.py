@@ -3,6 +3,7 @@
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
@@ -53,3 +54,28 @@ def test_table_prints_committed_results(capsys, figure):
 
     assert table.main([]) == 0
     assert figure in capsys.readouterr().out
+
+
+def test_plan_suite_splits_each_task_by_case(tmp_path):
+    """The development suite's tasks: test cases never among the training cases; the
+    template brain's slabs of 8 slices 12 apart, so a test slab has no training neighbour."""
+    import plan_suite
+
+    for task in ("nuclei", "brain_gm"):
+        plan_suite.build_task(task, tmp_path / task)
+        names = {part: sorted(p.name for p in (tmp_path / task / part / "images").iterdir()) for part in ("train", "test")}
+        assert names["test"] and not set(names["train"]) & set(names["test"])
+        masks = {part: sorted(p.name for p in (tmp_path / task / part / "masks").iterdir()) for part in ("train", "test")}
+        assert masks == names
+    assert len(list((tmp_path / "nuclei").glob("*/images/*.png"))) == 16
+    starts = sorted(int(name[6:9]) for name in (p.name for p in (tmp_path / "brain_gm").glob("*/images/*.nii.gz")))
+    assert set(np.diff(starts)) == {12}
+
+
+def test_plain_unet_is_the_stated_recipe(tf_setup):
+    import plain_unet
+
+    model = plain_unet.unet(128, 3, 1)
+    assert model.output_shape == (None, 128, 128, 1)
+    assert sum(isinstance(layer, __import__("keras").layers.MaxPooling2D) for layer in model.layers) == 4
+    assert model.layers[1].filters == 16
