@@ -1,10 +1,12 @@
 """The plain recipe a user could copy instead: a Keras U-Net in the style of the keras-io example.
 
 Slices resized to 128x128 (``--size``), z-scored per slice, a U-Net of depth 4 with 16
-filters (two 3x3 convolutions with ReLU per level, max pooling, transposed convolutions),
+filters (two 3x3 convolutions with ReLU per level, one at the bottleneck, max pooling,
+transposed convolutions),
 Adam at 1e-3, cross-entropy, batch 8, 20 % of the training cases held out to keep the weights
 of the best validation loss (keras-io's ModelCheckpoint), training until ``--minutes`` have
-passed. Predictions are resized back (linear) to each image's own grid and written as
+passed (checked after each epoch: the last epoch may end past the budget). TensorFlow's own
+thread and determinism settings. Predictions are resized back (linear) to each image's own grid and written as
 ``medseg-course predict`` writes them, so ``medseg-course evaluate`` scores both the same way.
 Only the file reading comes from the package.
 

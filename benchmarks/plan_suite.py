@@ -19,6 +19,10 @@ Each task runs ``medseg-course train`` with its defaults and a time budget (``--
 0``: the suite holds out its own test folder), ``predict`` and ``evaluate``; and beside it
 the plain recipe (``plain_unet.py``) with the same cases and budget, on the same CPU, in the
 same process run. Dice is per case (per label, then averaged), mean over the test cases.
+Times: the CLI's ``train_command_s`` is the train command (loading, planning, training,
+scoring the validation cases) and ``predict_s`` its predict command; the plain recipe's
+``command_s`` is its one command (loading, training, predicting). Peak memory is each
+command's maximum resident set.
 
 Usage: ``python benchmarks/plan_suite.py [--tasks ...] [--seeds 0] [--save FILE] [--work DIR]``;
 ``--build-only`` writes the task folders and prints their fingerprints.

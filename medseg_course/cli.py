@@ -1,7 +1,8 @@
 """Command line: ``medseg-course plan | train | predict | evaluate | info``.
 
 ``plan`` fingerprints a data set and prints the recipe ``train`` would use, each choice
-with its reason (``planning``). ``train`` turns a data set (your folders, a Decathlon task, or the built-in phantoms or
+with its reason (``planning``); ``train`` adds what it measures when it starts (the step
+time, hence the epochs a budget holds, and the memory estimate) and keeps the plan. ``train`` turns a data set (your folders, a Decathlon task, or the built-in phantoms or
 MNI152 brain) into a run folder (``run_folder.RUN_FILES``): ``config.json`` (every setting,
 the split, how inputs are prepared), ``log.csv``, ``model.keras`` (the best validation Dice,
 loadable by plain Keras), ``best.keras``, ``resume.npz`` (for ``--resume``),
@@ -66,13 +67,31 @@ def _load_plan(path):
     return plan
 
 
+def _plan_from_config(out):
+    """The plan of a run folder written before plans existed, from its ``config.json``, so
+    that ``--resume`` continues it with the settings it started with (None for 3D runs,
+    whose defaults have not changed)."""
+    from medseg_course.planning import PLAN_RECORDED  # noqa: PLC0415
+
+    try:
+        config = json.loads((out / run_folder.CONFIG_NAME).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None  # check_resumable reports the unreadable file
+    if not isinstance(config, dict) or config.get("dims") == 3 or config.get("mode") not in ("resize", "patch"):
+        return None
+    size_key = "image_size" if config["mode"] == "resize" else "patch_size"
+    values = {"mode": config["mode"], size_key: config.get("input_size"), **{k: config.get(k) for k in PLAN_RECORDED}}
+    return {"dims": config.get("dims", 2), "choices": {k: {"value": v, "by": "run", "reason": "the run's config.json"}
+                                                       for k, v in values.items() if v is not None}}
+
+
 def _settings(args, dims):
     settings = {key: getattr(args, key, None) for key in (
         "data", "layout", "target", "num_images", "image_size", "val_fraction", "test_fraction", "invert_masks",
         "allow_unmatched",
         "seed", "mode", "patch_size", "patches_per_image", "precision", "model", "depth", "base_filters", "width",
         "loss", "learning_rate", "batch_size", "epochs", "threads", "patience", "patch_shape", "steps_per_epoch",
-        "bn_momentum", "augment_3d", "memory_limit_gb")}
+        "bn_momentum", "augment_3d", "memory_limit_gb", "normalisation")}
     settings.update(augment=not getattr(args, "no_augment", False), no_augment=getattr(args, "no_augment", False),
                     time_budget_min=args.time_budget, verbose=1 if sys.stdout.isatty() else 2,
                     context=1 if dims == 2.5 else 0)
@@ -101,6 +120,8 @@ def _cmd_train(args):
     run_folder.check_run_folder(out, args.data, args.overwrite, args.resume)
     plan_path = args.plan or (out / "plan.json" if args.resume and (out / "plan.json").is_file() else None)
     plan = _load_plan(plan_path) if plan_path else None
+    if plan is None and args.resume:  # a run from before plans: its config.json says what it trained
+        plan = _plan_from_config(out)
     dims = _dims(args, plan)
     if plan is not None and plan["dims"] != dims:
         raise CLIError(f"{plan_path}: a {plan['dims']:g}D plan, but this run is {dims:g}D; leave --dims out or match it.")
@@ -286,7 +307,11 @@ def _data_options(parser):
     add("--seed", type=int, default=0)
     add("--threads", type=int, default=2, help="CPU threads (results repeat at a fixed count)")
     add("--time-budget", type=float, default=None, metavar="MIN",
-        help="minutes of training: the plan fits whole epochs into 90 %% of it, and training stops at it")
+        help="minutes of training: training stops at it; in 2D the plan measures a few steps and fits whole epochs "
+             "into 90 %% of it")
+    add("--normalisation", choices=("auto", "percentiles"), default="auto",
+        help="2D: auto (the plan: one window for CT in Hounsfield units, else each image's 0.5-99.5 percentiles "
+             "rescaled to [0, 1]) or percentiles for every kind of image")
     add("--no-augment", action="store_true", help="turn augmentation off")
     add("--augment", dest="augment_3d", choices=("off", "mirror", "anatomy"), default=None,
         help="3D: off (default: the mirror did not help in a 15-minute CPU budget), mirror (left-right only; "
@@ -323,7 +348,8 @@ def build_parser():
     train.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
     train.add_argument("--plan", default=None, metavar="PLAN_JSON",
                        help="train this plan (a run folder's plan.json, or plan --json) instead of planning afresh; "
-                            "with the same data, seed and threads the run repeats")
+                            "a 2D run repeats with the same data, seed, threads and other options (3D: without "
+                            "--time-budget)")
     for sub_parser in (plan, train):
         _data_options(sub_parser)
     train.set_defaults(handler=_cmd_train)
@@ -336,11 +362,11 @@ def build_parser():
     predict.add_argument("--tta", action="store_true",
                          help="average over flipped copies (2D: 4x slower; 3D runs mirror left-right by default)")
     predict.add_argument("--min-size", type=int, default=None,
-                         help="binary: remove components smaller than this (pixels); any clean-up option replaces "
+                         help="binary 2D: remove components smaller than this (pixels); any clean-up option replaces "
                               "the one the run chose on its validation cases (config.json postprocess)")
-    predict.add_argument("--fill-holes", action="store_true", help="binary: fill enclosed holes")
-    predict.add_argument("--largest", action="store_true", help="binary: keep only the largest component")
-    predict.add_argument("--no-clean", action="store_true", help="binary: no clean-up, whatever the run chose")
+    predict.add_argument("--fill-holes", action="store_true", help="binary 2D: fill enclosed holes")
+    predict.add_argument("--largest", action="store_true", help="binary 2D: keep only the largest component")
+    predict.add_argument("--no-clean", action="store_true", help="binary 2D: no clean-up, whatever the run chose")
     predict.add_argument("--threads", type=int, default=2)
     predict.add_argument("--overwrite", action="store_true", help="replace existing mask files")
     predict.add_argument("--allow-legacy-model", action="store_true",

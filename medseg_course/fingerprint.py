@@ -69,11 +69,11 @@ def resize_ceiling(cases, size, picks=None):
     Each sampled slice's labels are fitted into the input as training fits its targets
     (``fit_to_shape``, nearest neighbour), restored to the slice's own size as prediction
     restores probabilities (``restore_shape``, linear, one map per label, arg-max), and
-    scored against the original labels (Dice per label present, averaged). 1.0 means
-    resizing loses nothing the metric sees.
+    scored against the original labels: Dice per case and label over the case's sampled
+    slices (as ``evaluate`` scores a case), averaged. 1.0 means resizing loses nothing.
     """
     picks = _sample_slices(cases, CEILING_SLICES) if picks is None else picks
-    scores = []
+    sums = {}
     for i, z in picks:
         truth = cases[i].masks[z]
         labels = [int(v) for v in np.unique(truth) if v > 0]
@@ -83,8 +83,9 @@ def resize_ceiling(cases, size, picks=None):
         restored = np.asarray([0] + labels)[np.argmax(back.reshape(*truth.shape, -1), axis=-1)]
         for label in labels:
             a, b = truth == label, restored == label
-            scores.append(2 * np.logical_and(a, b).sum() / (a.sum() + b.sum()))
-    return float(np.mean(scores)) if scores else 1.0
+            both, total = sums.get((i, label), (0, 0))
+            sums[(i, label)] = (both + 2 * np.logical_and(a, b).sum(), total + a.sum() + b.sum())
+    return float(np.mean([both / total for both, total in sums.values()])) if sums else 1.0
 
 
 def _percentiles(values, qs):
@@ -98,12 +99,14 @@ def _modality(cases, channels, raw):
     if channels == 3:
         return "colour photograph", "3 channels"
     low, high = raw.get("p0.5"), raw.get("p99.5")
-    if formats & {"dicom-series", "dicom", "nifti"} and low is not None and low < -500 and high > 300:
-        return "CT", f"intensities from {low:g} to {high:g}: Hounsfield units"
+    if formats & {"dicom-series", "dicom", "nifti"} and low is not None and low < -500:
+        return "CT", f"intensities from {low:g} to {high:g}: Hounsfield units (air near -1000)"
     if formats & {"dicom-series", "nifti"} and any(c.slices.shape[0] > 1 for c in cases):
         return "MRI or other volumes", "volumes without Hounsfield units"
     if formats == {None}:
         return "built-in", "generated or template data"
+    if channels != 1:
+        return "multi-channel picture", f"{channels} channels"
     return "grey picture", "one channel, 2D (microscopy, X-ray, ultrasound, a slice)"
 
 
@@ -166,6 +169,8 @@ def _fingerprint(cases):
             raw_fg.append(rng.choice(fg, min(2000, fg.size), replace=False))
     raw_all, raw_fg = np.concatenate(raw_all), np.concatenate(raw_fg) if raw_fg else np.zeros(0)
     intensity = {"all": _percentiles(raw_all, (0.5, 50, 99.5)), "foreground": _percentiles(raw_fg, (0.5, 50, 99.5))}
+    if raw_fg.size:
+        intensity["foreground"].update(mean=round(float(raw_fg.mean()), 3), std=round(float(raw_fg.std()), 3))
     (channel_count,) = channels
     modality, evidence = _modality(cases, channel_count, intensity["all"])
     labels = sorted({int(v) for c in cases for v in np.unique(c.masks)})

@@ -24,7 +24,7 @@ import numpy as np
 from medseg_course.io import MedicalImage, read_image
 from medseg_course.postprocessing import postprocess
 from medseg_course.run_folder import CONFIG_NAME, MODEL_NAME
-from medseg_course.preprocessing import fit_to_shape, normalise_percentiles, restore_shape
+from medseg_course.preprocessing import fit_to_shape, normalise_for, restore_shape
 from medseg_course.utils import check_array, check_positive
 from medseg_course.volumes import gaussian_weights_nd, neighbour_slices, tile_starts
 
@@ -374,7 +374,7 @@ def segment(model, image, config, tta=None, clean=None):
         if config.get("mode") == "volume":
             return segment_volume(model, image, config, tta=tta)
         tta = bool(tta)
-        slices = normalise_percentiles(image.to_slices())
+        slices = normalise_for(image.to_slices(), config.get("normalisation_scheme"))
         if config.get("context"):  # 2.5D: neighbouring slices as channels, as in training
             slices = neighbour_slices(slices, config["context"])
         labels = predict_slices(model, config, slices, tta=tta, clean=clean)

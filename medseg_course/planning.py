@@ -16,9 +16,13 @@ instead of tuned per data set; here the rules must also fit a CPU and a time bud
 - **Depth and width.** The fewest poolings (3 or 4) whose receptive field spans the large
   structures at the model's scale (``receptive_field``: 96 and 200 pixels); 16 filters at the first level with a budget of two minutes or more, else 8 (the
   small network reached a given Dice soonest in 15-60 s runs: ``benchmarks/time_to_dice.py``).
-- **Augmentation.** Flips and quarter turns for pictures whose orientation means nothing
-  (photographs, microscopy); none for slices of volumes, where the axes carry anatomy and a
-  flip can swap labelled parts (the hippocampus' head and tail).
+- **Normalisation.** CT (Hounsfield units, from the fingerprint) gets one window for all
+  scans from the labelled tissue's percentiles, then its mean and sd, as in nnU-Net; other
+  images are clipped to their own 0.5-99.5 percentiles and rescaled to [0, 1].
+- **Augmentation.** ``training.Augmentation`` (flips, small rotations, zoom and shift,
+  intensity changes, noise) for 2D pictures; none for slices of volumes, where the axes
+  carry anatomy and a flip can swap labelled parts (the hippocampus' head and tail). Slices
+  exported one per file look like pictures here: pass ``--no-augment`` for them.
 - **Epochs.** Without a budget, 15. With one, as many as fit 90 % of it, from a measured
   step time (``slice_runs.train_run`` times a few steps of the real model first); the run
   then trains exactly that many, so a saved plan repeats.
@@ -35,9 +39,9 @@ import numpy as np
 
 from medseg_course.fingerprint import resize_ceiling
 
-__all__ = ["SIDES", "MIN_RESIZE_SIDE", "MAX_RESIZE_LOSS", "MEMORY_LIMIT_GB", "plan_2d", "plan_2d_for", "plan_3d",
+__all__ = ["PLAN_RECORDED", "SIDES", "MIN_RESIZE_SIDE", "MAX_RESIZE_LOSS", "MEMORY_LIMIT_GB", "plan_2d", "plan_2d_for", "plan_3d", "check_plan_fits",
            "apply_overrides", "choose_input",
-           "receptive_field", "epochs_for_budget", "epoch_overhead_s", "estimate_memory_gb", "format_plan", "settings_from_plan", "PLAN_NAME"]
+           "receptive_field", "normalisation_for", "epochs_for_budget", "epoch_overhead_s", "estimate_memory_gb", "format_plan", "settings_from_plan", "PLAN_NAME"]
 
 #: Model input sides the planner considers (multiples of 32, so four poolings divide them).
 SIDES = (64, 96, 128, 160, 192, 224, 256)
@@ -49,13 +53,16 @@ MAX_RESIZE_LOSS = 0.02
 MEMORY_LIMIT_GB = 3.0
 #: The plan in a run folder.
 PLAN_NAME = "plan.json"
+#: Choices a 2D run's config.json records under the same name (a plan rebuilt from an old run).
+PLAN_RECORDED = ("depth", "base_filters", "batch_size", "augment", "loss", "learning_rate", "epochs",
+                 "patches_per_image")
 
 #: Command-line option of each planned setting (for "set by you" and for messages).
 OPTIONS = {"mode": "--mode", "image_size": "--image-size", "patch_size": "--patch-size",
            "patches_per_image": "--patches-per-image", "depth": "--depth", "base_filters": "--base-filters",
            "batch_size": "--batch-size", "augment": "--no-augment", "loss": "--loss", "epochs": "--epochs",
            "learning_rate": "--learning-rate", "patch_shape": "--patch-shape", "augment_3d": "--augment",
-           "steps_per_epoch": "--steps-per-epoch"}
+           "steps_per_epoch": "--steps-per-epoch", "normalisation": "--normalisation"}
 
 
 def _round_up(value, step=32):
@@ -83,22 +90,21 @@ def choose_input(cases, longest_side, max_loss=MAX_RESIZE_LOSS, extent_px=None):
     Resizing needs a side from ``MIN_RESIZE_SIDE`` up whose resize ceiling loses at most
     ``max_loss``. Where that side is larger than ``MIN_RESIZE_SIDE`` but the structures
     (``extent_px``, 90th percentile of their extent) fit a patch of that size with a
-    quarter to spare, native patches win instead: the same pixels per step, half of them
-    centred on the structures rather than on background.
+    quarter to spare, native patches win instead: fewer pixels per sample, half of the
+    samples centred on the structures rather than on background.
     """
     own = _round_up(longest_side, 32)
     ceilings = {}
     start = min(MIN_RESIZE_SIDE, own)
-    for side in [s for s in SIDES if s >= start] + ([own] if own not in SIDES and start <= own <= SIDES[-1] else []):
-        if side > own:
-            break
+    for side in sorted({s for s in SIDES if start <= s <= own} | ({own} if own <= SIDES[-1] else set())):
         ceilings[side] = round(resize_ceiling(cases, side), 4)
         if ceilings[side] >= 1 - max_loss:
             if side > MIN_RESIZE_SIDE and extent_px is not None and 1.25 * extent_px <= MIN_RESIZE_SIDE:
                 return "patch", None, ceilings, (
                     f"whole slices would need {side}x{side} (resize ceilings {ceilings}), but the structures "
                     f"({extent_px:g} px across, 90th percentile) fit {MIN_RESIZE_SIDE}-pixel patches with room for "
-                    "context: native patches, half centred on them, spend the steps where the structures are")
+                    "context: native patches, half centred on them, cost less per sample and spend it where the "
+                    "structures are")
             where = "the slices' own size" if side >= longest_side else f"{side}x{side}"
             return "resize", side, ceilings, (
                 f"resizing to {where} keeps {ceilings[side]:.3f} of a perfect model's Dice "
@@ -107,6 +113,17 @@ def choose_input(cases, longest_side, max_loss=MAX_RESIZE_LOSS, extent_px=None):
     return "patch", None, ceilings, (
         f"resizing loses too much: even at {best[0]}x{best[0]} a perfect model would keep only {best[1]:.3f} of its "
         f"Dice (thin structures vanish), so the model trains on native-resolution patches")
+
+
+def normalisation_for(fp):
+    """``(scheme, reason)``: one window for CT (nnU-Net's rule), per-image percentiles otherwise."""
+    fg = fp["intensity"]["foreground"]
+    if fp["modality"] == "CT" and fg.get("std"):
+        scheme = {"scheme": "window", "low": fg["p0.5"], "high": fg["p99.5"], "mean": fg["mean"], "std": fg["std"]}
+        return scheme, (f"CT in Hounsfield units: one window for every scan, the labelled tissue's 0.5-99.5 "
+                        f"percentiles ({fg['p0.5']:g} to {fg['p99.5']:g} HU), then its mean and sd (nnU-Net's CT rule)")
+    return {"scheme": "percentiles"}, (f"{fp['modality']}: intensities without fixed units, so each image is clipped "
+                                       "to its own 0.5-99.5 percentiles and rescaled to [0, 1]")
 
 
 def _choice(value, reason):
@@ -155,16 +172,18 @@ def plan_2d(fp, cases, time_budget_min=None, dims=2, image_size=None, patch_size
                                       f"percentile of their extent), with a bottleneck of at least 8 px")
     roomy = time_budget_min is not None and time_budget_min >= 2
     choices["base_filters"] = _choice(16 if roomy else 8, "16 filters at the first level for a budget of 2 minutes "
-                                      "or more" if roomy else "8 filters: without a budget of 2 minutes or more, the "
-                                      "small network (the fastest to a given Dice in 15-60 s runs, "
-                                      "benchmarks/time_to_dice.py)")
+                                      "or more" if roomy else "8 filters, the measured default for short runs (15 "
+                                      "epochs without a budget, or a budget under 2 minutes): the fastest to a given "
+                                      "Dice in 15-60 s runs (benchmarks/time_to_dice.py)")
     choices["batch_size"] = _choice(8, "8 images per step; halved where the memory estimate needs it")
     volumes = fp["shape_px"]["median"][0] > 1
     if volumes:
         choices["augment"] = _choice(False, "slices of volumes: the axes carry anatomy and flips can swap labelled "
                                             "parts, so no augmentation")
     else:
-        choices["augment"] = _choice(True, "2D pictures: flips and quarter turns keep their meaning")
+        choices["augment"] = _choice(True, "2D pictures: flips, small rotations and zooms, intensity changes "
+                                           "(slices of volumes saved one per file: pass --no-augment)")
+    choices["normalisation"] = _choice(*normalisation_for(fp))
     choices["loss"] = _choice("dice_ce", "Dice + cross-entropy: robust to small foregrounds (chapter 5)")
     choices["learning_rate"] = _choice(1e-3, "Adam's usual 1e-3")
     choices["epochs"] = _choice(15 if time_budget_min is None else None,
@@ -192,7 +211,7 @@ def plan_3d(fp, defaults, time_budget_min=None, patch_shape=None):
     the median spacing and a patch holding the median volume."""
     DEFAULTS_3D = defaults  # noqa: N806
     choices = {
-        "patch_shape": _choice(patch_shape, "the median volume rounded up to a multiple of 8 per axis (at most "
+        "patch_shape": _choice(patch_shape, "the median volume rounded up to a multiple of 2^depth per axis (at most "
                                             "64x96x96; larger volumes are tiled)"),
         "spacing_mm": _choice(fp.get("spacing_mm"), "the median voxel size of the training cases"),
         "depth": _choice(DEFAULTS_3D["depth"], "three poolings, as the measured hippocampus recipe"),
@@ -205,9 +224,23 @@ def plan_3d(fp, defaults, time_budget_min=None, patch_shape=None):
         "learning_rate": _choice(DEFAULTS_3D["learning_rate"], "Adam 1e-3 with polynomial decay over the run"),
         "epochs": _choice(15 if time_budget_min is None else None,
                           "15 without a time budget" if time_budget_min is None else
-                          "as many as the time budget allows"),
+                          "as many as the time budget allows (3D runs repeat only without a budget: the learning "
+                          "rate decays with the budget's clock)"),
     }
     return {"dims": 3, "choices": choices, "fingerprint": fp, "time_budget_min": time_budget_min}
+
+
+def check_plan_fits(plan, fp, where):
+    """Refuse (``DataSetError``, one line) a saved plan made for other data: another channel
+    count, kind of picture or label set than the fingerprint ``fp`` of these data."""
+    from medseg_course.datasets import DataSetError  # noqa: PLC0415
+
+    saved = plan.get("fingerprint") or {}
+    for key, what in (("channels", "channel count"), ("modality", "kind of picture"), ("labels", "labels")):
+        if key in saved and saved[key] != fp[key]:
+            raise DataSetError(f"{where}: the plan was made for data with another {what} ({saved[key]} there, "
+                               f"{fp[key]} here); plan these data afresh (leave --plan out).")
+    plan.setdefault("fingerprint", fp)
 
 
 def apply_overrides(plan, settings):
@@ -216,6 +249,8 @@ def apply_overrides(plan, settings):
         given = settings.get(name)
         if name == "augment":
             given = False if settings.get("no_augment") else None
+        if name == "normalisation":
+            given = {"scheme": "percentiles"} if settings.get("normalisation") == "percentiles" else None
         if given is not None:
             plan["choices"][name] = {"value": given, "reason": f"set by you ({OPTIONS.get(name, name)})", "by": "you"}
     return plan
@@ -271,6 +306,8 @@ def format_plan(plan):
     for name, choice in plan["choices"].items():
         value = choice["value"]
         shown = "x".join(map(str, value)) if isinstance(value, (list, tuple)) else value
+        if value is None and name == "epochs":
+            shown = "(set when training starts)"
         lines.append(f"  {name} = {shown}: {choice['reason']}")
     for name, value in plan.get("estimate", {}).items():
         lines.append(f"  (estimate) {name} = {value}")

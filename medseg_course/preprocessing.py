@@ -19,6 +19,8 @@ from medseg_course.utils import check_array, check_positive, check_probability, 
 
 __all__ = [
     "normalise_percentiles",
+    "normalise_window",
+    "normalise_for",
     "denoise_gaussian",
     "denoise_median",
     "denoise_bilateral",
@@ -364,6 +366,30 @@ def normalise_percentiles(pixels):
     arr = np.asarray(pixels, dtype=np.float32)
     flat = arr.reshape(-1, arr.shape[-2], arr.shape[-1]) if arr.ndim > 3 else arr
     return clip_percentiles(flat).reshape(arr.shape)
+
+
+def normalise_window(pixels, low, high, mean, std):
+    """Clip to a fixed window ``[low, high]`` and standardise with a fixed ``mean`` and ``std``.
+
+    nnU-Net's rule for CT: Hounsfield units mean the same tissue everywhere, so one window
+    and one scale, taken from the training set's foreground, serve every scan, and a scan's
+    own contrast is not stretched away as per-image percentiles would.
+    """
+    if not (np.isfinite([low, high, mean, std]).all() and high > low and std > 0):
+        raise ValueError(f"a window needs low < high and std > 0. Received: low={low}, high={high}, std={std}")
+    arr = np.asarray(pixels, dtype=np.float32)
+    return ((np.clip(arr, low, high) - mean) / std).astype(np.float32)
+
+
+def normalise_for(pixels, scheme=None):
+    """Normalise pixels by a run's scheme: ``None`` or ``{"scheme": "percentiles"}``
+    (``normalise_percentiles``), or ``{"scheme": "window", "low", "high", "mean", "std"}``
+    (``normalise_window``; the planner's choice for CT)."""
+    if not scheme or scheme.get("scheme", "percentiles") == "percentiles":
+        return normalise_percentiles(pixels)
+    if scheme.get("scheme") == "window":
+        return normalise_window(pixels, scheme["low"], scheme["high"], scheme["mean"], scheme["std"])
+    raise ValueError(f"unknown normalisation scheme {scheme.get('scheme')!r}; expected 'percentiles' or 'window'.")
 
 
 # ---------------------------------------------------------------------------- resize

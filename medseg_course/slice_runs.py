@@ -1,7 +1,7 @@
 """``medseg-course train`` for 2D models: a data set in, a run folder out.
 
 Cases become normalised slices (``samples.training_cases``); whole slices are fitted into
-the model's input or native-resolution patches are sampled (``samples.choose_mode``); a
+the model's input or native-resolution patches are sampled, as the plan says (``planning``); a
 U-Net (or the article's encoder-decoder) trains with ``training.fit`` (checkpoints, exact
 resume, time budget, Ctrl-C), and the validation cases are scored slice by slice as
 ``medseg-course predict`` would (``evaluation.validate``). ``volume_runs.train_run`` is the
@@ -51,10 +51,14 @@ def train_run(settings, out, resume=False, overwrite=False, report=print, progre
     import time  # noqa: PLC0415
 
     from medseg_course import (  # noqa: PLC0415
-        environment, evaluation, losses, models, planning, run_folder, samples, training)
+        environment, evaluation, fingerprint, losses, models, planning, run_folder, samples, training)
+    from medseg_course.preprocessing import normalise_for  # noqa: PLC0415
     from medseg_course.volumes import neighbour_slices  # noqa: PLC0415
 
     s = {**settings, **{k: v for k, v in DEFAULTS_2D.items() if settings.get(k) is None}}
+    saved = s.get("plan")
+    if saved and not s.get("image_size") and "image_size" in saved["choices"]:  # built-in data: drawn at that size
+        s["image_size"] = saved["choices"]["image_size"]["value"]
     info_env = environment.setup(seed=s["seed"], threads=s["threads"])
     start = time.perf_counter()
     train_cases, val_cases, test_cases, source_info = samples.training_cases(
@@ -62,31 +66,43 @@ def train_run(settings, out, resume=False, overwrite=False, report=print, progre
         s["invert_masks"], s["allow_unmatched"], s["seed"], s["test_fraction"])
     all_cases = train_cases + val_cases + test_cases
     context = int(s.get("context") or 0)
-    plan = s.get("plan") or planning.plan_2d_for(train_cases + val_cases, s, 2.5 if context else 2)
-    if s.get("plan"):  # options given with --plan still win
+    seen = train_cases + val_cases  # the test cases choose nothing
+    if saved:  # a saved plan: it must describe data like these; options given with it still win
+        plan = saved
+        planning.check_plan_fits(plan, fingerprint.fingerprint(seen, s["data"]), s["data"])
         planning.apply_overrides(plan, {**s, "mode": s.get("mode") if s.get("mode") in ("resize", "patch") else None})
+    else:
+        plan = planning.plan_2d_for(seen, s, 2.5 if context else 2)
     p = planning.settings_from_plan(plan)
+    scheme = p.get("normalisation") or {"scheme": "percentiles"}
+    if scheme.get("scheme") != "percentiles":  # the cases came percentile-normalised: redo from the files
+        for case in all_cases:
+            case.slices = normalise_for(case.image.to_slices(), scheme)
     if context:  # 2.5D: each slice with its neighbours as channels
         flat = [c.name for c in all_cases if len(c.slices) == 1]
         if flat:
             raise ValueError(f"{flat[0]}: a 2D image; --dims 2.5 stacks neighbouring slices of volumes. Use --dims 2.")
         for case in all_cases:
             case.slices = neighbour_slices(case.slices, context)
-    num_labels = int(max(int(c.masks.max()) for c in all_cases)) + 1
+    num_labels = int(max(int(c.masks.max()) for c in seen)) + 1
     num_classes = 1 if num_labels <= 2 else num_labels
-    channels = max(c.slices.shape[-1] for c in all_cases)
+    channels = max(c.slices.shape[-1] for c in seen)
     mode = p["mode"]
-    if mode == "resize":
-        size = p.get("image_size") or s.get("image_size") or 128
-    else:
-        size = p.get("patch_size") or s.get("patch_size") or 128
-        p.setdefault("patches_per_image", s.get("patches_per_image") or 16)
-    if size is None:
-        raise ValueError("the plan has no input size; give --image-size.")
+    key, other = ("image_size", "patch_size") if mode == "resize" else ("patch_size", "image_size")
+    if p.get(key) is None:  # --mode forced against the plan: the side given, else 128
+        given = s.get(key)
+        plan["choices"][key] = {"value": given or 128, "by": "you" if given else "plan",
+                                "reason": f"--mode {mode} given; side {'given' if given else '128 by default'}"}
+        plan["choices"].pop(other, None)
+        p[key] = given or 128
+    size = p[key]
+    if mode == "patch" and p.get("patches_per_image") is None:
+        p["patches_per_image"] = s.get("patches_per_image") or 16
+        plan["choices"]["patches_per_image"] = {"value": p["patches_per_image"], "by": "plan", "reason": "16 per image"}
 
     def arrays(cases, seed):
         return samples.training_arrays([c.slices for c in cases], [c.masks for c in cases], mode, size, num_classes,
-                                       channels, p.get("patches_per_image") or 16, seed)
+                                       channels, p.get("patches_per_image"), seed)
 
     x_train, y_train = arrays(train_cases, s["seed"])
     x_val, y_val = arrays(val_cases, s["seed"] + 1)
@@ -101,19 +117,23 @@ def train_run(settings, out, resume=False, overwrite=False, report=print, progre
     model = models.build_model(s["model"], (size, size, channels), num_classes, p["depth"], p["base_filters"],
                                s["width"], s["precision"], s.get("bn_momentum") or 0.5)
     training.compile_model(model, loss=p["loss"], learning_rate=p["learning_rate"])
-    data_bytes = sum(c.slices.nbytes + c.masks.nbytes for c in all_cases) + x_train.nbytes + x_val.nbytes + \
-        y_train.nbytes + y_val.nbytes
+    arrays_bytes = x_train.nbytes + x_val.nbytes + y_train.nbytes + y_val.nbytes
+    cases_bytes = sum(c.slices.nbytes + c.masks.nbytes for c in all_cases)  # loaded already
     limit = s.get("memory_limit_gb") or planning.MEMORY_LIMIT_GB
-    memory = planning.estimate_memory_gb(model, p["batch_size"], data_bytes)
+    memory = planning.estimate_memory_gb(model, p["batch_size"], arrays_bytes)
     while memory > limit and plan["choices"]["batch_size"]["by"] == "plan" and p["batch_size"] > 1:
         p["batch_size"] //= 2
-        memory = planning.estimate_memory_gb(model, p["batch_size"], data_bytes)
+        memory = planning.estimate_memory_gb(model, p["batch_size"], arrays_bytes)
         plan["choices"]["batch_size"] = {"value": p["batch_size"], "by": "plan", "reason":
                                          f"halved until the memory estimate fits {limit:g} GB"}
     if memory > limit:
-        raise ValueError(f"this recipe needs about {memory:g} GB (estimate), over the {limit:g} GB limit; use a "
-                         "smaller --batch-size, --image-size or --patch-size, or fewer cases.")
-    plan["estimate"] = {"peak_memory_gb": memory}
+        raise ValueError(f"this recipe needs about {memory:g} GB besides the loaded images (estimate), over the "
+                         f"{limit:g} GB limit (--memory-limit); use a smaller --batch-size, --image-size or "
+                         "--patch-size, or --patches-per-image.")
+    plan["estimate"] = {"peak_memory_gb": round(memory + cases_bytes / 1e9, 2), "recipe_memory_gb": memory}
+    if p["epochs"] is None and not s["time_budget_min"]:  # a plan made for a budget, trained without one
+        p["epochs"] = 15
+        plan["choices"]["epochs"] = {"value": 15, "by": "plan", "reason": "15: no time budget to fit"}
     if p["epochs"] is None:  # a time budget: measure a few steps, then plan whole epochs
         step_s, first_s = training.time_steps(model, x_train, y_train, p["batch_size"])
         steps = -(-len(x_train) // p["batch_size"])
@@ -135,7 +155,11 @@ def train_run(settings, out, resume=False, overwrite=False, report=print, progre
         **({"patches_per_image": p["patches_per_image"]} if mode == "patch" else {}),
         "bn_momentum": s.get("bn_momentum") or 0.5,
         "time_budget_min": s["time_budget_min"],
-        "normalisation": "per image/volume: clip to 0.5-99.5 percentiles, rescale to [0, 1]",
+        "normalisation": ("per image/volume: clip to 0.5-99.5 percentiles, rescale to [0, 1]"
+                          if scheme.get("scheme") == "percentiles" else
+                          f"one window for all: clip to {scheme['low']:g}..{scheme['high']:g}, subtract "
+                          f"{scheme['mean']:g}, divide by {scheme['std']:g}"),
+        "normalisation_scheme": scheme,
         "split": {"train": [c.name for c in train_cases], "val": [c.name for c in val_cases],
                   **({"test": [c.name for c in test_cases]} if test_cases else {})},
         "training_samples": int(len(x_train)), "validation_samples": int(len(x_val)),
@@ -156,16 +180,18 @@ def train_run(settings, out, resume=False, overwrite=False, report=print, progre
     training.save_model(model, out / run_folder.MODEL_NAME)
     train_seconds = time.perf_counter() - start
     epochs_run = run_folder.epochs_logged(out)
-    if epochs_run < p["epochs"] and plan["choices"]["epochs"]["by"] == "plan":  # the budget stopped it first
-        plan["choices"]["epochs"] = {"value": epochs_run, "by": "plan", "reason": f"planned {p['epochs']}; the time "
-                                     f"budget stopped training after {epochs_run}, so a rerun of this plan trains {epochs_run}"}
-    smallest = plan["fingerprint"]["structures"]["area_px"]["p5"]
+    if epochs_run < p["epochs"]:  # the time budget (or early stopping) ended training first
+        why = "early stopping" if s["patience"] and (not budget or train_seconds < budget) else "the time budget"
+        plan["choices"]["epochs"] = {"value": epochs_run, "by": "plan", "reason": f"{p['epochs']} planned or given; "
+                                     f"{why} ended training after {epochs_run}, so a rerun of this plan trains "
+                                     f"{epochs_run}"}
+    smallest = plan.get("fingerprint", {}).get("structures", {}).get("area_px", {}).get("p5")
     chosen, candidates = evaluation.choose_postprocessing(model, config, val_cases,
                                                           min_size=max(2, round(smallest / 2)) if smallest else None)
     config["postprocess"] = chosen
-    plan["postprocess"] = {"value": chosen, "validation_dice": candidates, "reason":
-                           f"the clean-up with the best validation Dice if it adds {evaluation.MIN_POSTPROCESS_GAIN}, "
-                           "else none (chosen on validation cases only)"}
+    plan["postprocess"] = {"value": chosen, "validation_dice": candidates, "reason": (
+        f"the clean-up with the best validation Dice if it adds {evaluation.MIN_POSTPROCESS_GAIN}, else none "
+        "(chosen on validation cases only)" if num_classes == 1 else "multi-class labels (arg-max): no clean-up")}
     run_folder.write_json(out / run_folder.CONFIG_NAME, config)
     run_folder.write_json(out / planning.PLAN_NAME, plan)
     metrics = evaluation.validate(model, config, val_cases, out / "overlays", progress)

@@ -182,14 +182,19 @@ def train_run(settings, out, resume=False, overwrite=False, report=print, progre
     from medseg_course import environment, evaluation, models, planning, run_folder, training  # noqa: PLC0415
     from medseg_course import volume_training  # noqa: PLC0415
 
+    given = settings  # what the command line set: it overrides the plan
     settings = {**settings, **{k: v for k, v in DEFAULTS_3D.items() if settings.get(k) is None}}
     if settings.get("epochs") is None:  # a time budget decides, else 15 epochs
         settings["epochs"] = 1000 if settings.get("time_budget_min") else 15
     info_env = environment.setup(seed=settings["seed"], threads=settings.get("threads", 2))
     start = time.perf_counter()
-    train, val, test, split, source_info = prepared_split(settings)
-    plan = settings.get("plan") or plan_volumes(train, val, settings)
-    planning.apply_overrides(plan, settings)
+    saved = settings.get("plan")
+    saved_spacing = saved["choices"].get("spacing_mm", {}).get("value") if saved else None
+    train, val, test, split, source_info = prepared_split(settings, tuple(saved_spacing) if saved_spacing else None)
+    if saved:  # it must describe volumes like these
+        planning.check_plan_fits(saved, volume_fingerprint(train, val, settings.get("data")), settings.get("data"))
+    plan = saved or plan_volumes(train, val, settings)
+    planning.apply_overrides(plan, given)
     settings.update({k: v for k, v in planning.settings_from_plan(plan).items()
                      if k in DEFAULTS_3D or k in ("patch_shape", "loss", "learning_rate")})
     spacing = tuple(plan["choices"]["spacing_mm"]["value"]) if plan["choices"]["spacing_mm"]["value"] else None
@@ -197,6 +202,10 @@ def train_run(settings, out, resume=False, overwrite=False, report=print, progre
     num_classes = 1 if max(labels) <= 1 else max(labels) + 1
     channels = int(train[0].pixels.shape[-1])
     patch = settings["patch_shape"]
+    if any(int(v) % 2 ** settings["depth"] for v in patch):  # a saved plan's patch, another --depth
+        patch = default_patch_shape([c.pixels.shape for c in train], settings["depth"])
+        plan["choices"]["patch_shape"] = {"value": patch, "by": "plan", "reason": f"the median volume rounded up to "
+                                          f"a multiple of {2 ** settings['depth']} for --depth {settings['depth']}"}
     augment = settings["augment_3d"] if settings.get("augment", True) else "off"  # --no-augment wins
     config = {
         "command": "train", "data": source_info, "dims": 3, "mode": "volume", "patch_shape": [int(v) for v in patch],
@@ -249,30 +258,39 @@ def train_run(settings, out, resume=False, overwrite=False, report=print, progre
     return metrics
 
 
-def prepared_split(settings):
-    """The cases of a 3D run, split (by subject where named) and prepared on the training
-    cases' median spacing: ``(train, val, test, split, source_info)`` of ``VolumeCase``."""
+def prepared_split(settings, spacing_mm=None):
+    """The cases of a 3D run, split (by subject where named) and prepared on ``spacing_mm``
+    (by default the training cases' median spacing): ``(train, val, test, split,
+    source_info)`` of ``VolumeCase``."""
     settings = {**{k: v for k, v in DEFAULTS_3D.items()}, **{k: v for k, v in settings.items() if v is not None}}
     cases, source_info = load_volume_cases(settings["data"], settings.get("layout", "auto"))
     split = split_volume_cases([c.name for c in cases], settings["val_fraction"], settings["test_fraction"],
                                settings.get("seed", 0), groups={c.name: c.subject for c in cases if c.subject})
     training_names = set(split["train"])
-    spacing = median_spacing([c for c in cases if c.name in training_names])  # the test cases choose nothing
+    spacing = spacing_mm or median_spacing([c for c in cases if c.name in training_names])  # test cases: nothing
     prepared = {c.name: prepare_volume_case(c, spacing) for c in cases}
     train, val, test = ([prepared[n] for n in split[part]] for part in ("train", "val", "test"))
     return train, val, test, split, source_info
 
 
-def plan_volumes(train, val, settings):
-    """The 3D plan (``planning.plan_3d``) from the fingerprint of the training and validation
-    volumes, on the grid they were prepared on."""
-    from medseg_course import fingerprint, planning  # noqa: PLC0415
+def volume_fingerprint(train, val, where=None):
+    """``fingerprint.fingerprint`` of the training and validation volumes on the grid they
+    were prepared on."""
+    from medseg_course import fingerprint  # noqa: PLC0415
     from medseg_course.samples import SliceCase  # noqa: PLC0415
 
-    seen = train + val
     fp = fingerprint.fingerprint([SliceCase(c.name, c.pixels, c.labels, tuple(c.grid.spacing_mm), c.case.image)
-                                  for c in seen], settings.get("data"))
+                                  for c in train + val], where)
     fp["spacing_mm"] = [round(float(v), 4) for v in train[0].grid.spacing_mm]
+    return fp
+
+
+def plan_volumes(train, val, settings):
+    """The 3D plan (``planning.plan_3d``) from the fingerprint of the training and validation
+    volumes (``volume_fingerprint``)."""
+    from medseg_course import planning  # noqa: PLC0415
+
+    fp = volume_fingerprint(train, val, settings.get("data"))
     depth = settings.get("depth") or DEFAULTS_3D["depth"]
     return planning.plan_3d(fp, DEFAULTS_3D, settings.get("time_budget_min"),
                             default_patch_shape([c.pixels.shape for c in train], depth))

@@ -45,6 +45,8 @@ def test_resize_ceiling_keeps_blobs_and_loses_thin_lines():
     blobs = [_case(f"b{i}", _disc(512, 150 + 10 * i)) for i in range(3)]
     lines = [_case(f"l{i}", _lines(512)) for i in range(3)]
     assert resize_ceiling(blobs, 512) == 1.0  # native size: nothing lost
+    small = [_case(f"s{i}", _disc(32, 6 + i)) for i in range(3)]
+    assert choose_input(small, 32)[:2] == ("resize", 32)  # images smaller than a patch: their own size
     assert resize_ceiling(blobs, 128) > 0.98
     assert resize_ceiling(lines, 128) < 0.5  # 1-pixel lines at a quarter of the resolution
     assert choose_input(blobs, 512)[:2] == ("resize", 128)
@@ -121,23 +123,29 @@ def test_plan_prints_each_choice_with_its_reason_and_json(tmp_path, capsys):
     text = capsys.readouterr().out
     assert "mode = resize" in text and "base_filters = 16" in text and "depth = 3" in text
     assert mc.cli.main(["plan", str(data), "--json", "--depth", "2"]) == 0
-    plan = json.loads(capsys.readouterr().out)
+    first = capsys.readouterr().out
+    assert mc.cli.main(["plan", str(data), "--json", "--depth", "2"]) == 0
+    assert capsys.readouterr().out == first  # same data and options, the same plan
+    plan = json.loads(first)
     assert plan["dims"] == 2 and plan["fingerprint"]["cases"] == 6  # training and validation cases (no test here)
     assert plan["choices"]["depth"] == {"value": 2, "reason": "set by you (--depth)", "by": "you"}
 
 
 def test_a_saved_plan_repeats_the_run(tf_setup, tmp_path, capsys):
-    """A budgeted run measures its step time and records whole epochs in plan.json; training
-    that plan again (no budget, no measurement) gives the same log and the same scores."""
-    common = ["--data", "phantom", "--num-images", "12", "--image-size", "32", "--depth", "2", "--base-filters", "4",
-              "--batch-size", "4"]
+    """A budgeted run plans its recipe (size, depth, width, batch), measures its step time
+    and records whole epochs in plan.json; training that plan again (no budget, no
+    measurement, the phantoms drawn at the plan's size) gives the same log and scores."""
     first, second = tmp_path / "first", tmp_path / "second"
-    assert mc.cli.main(["train", *common, "--time-budget", "0.25", "--out", str(first)]) == 0
+    assert mc.cli.main(["train", "--data", "phantom", "--num-images", "12", "--image-size", "32", "--time-budget", "0.25",
+                        "--out", str(first)]) == 0
     plan = json.loads((first / "plan.json").read_text())
-    assert plan["choices"]["epochs"]["by"] == "plan" and plan["choices"]["epochs"]["value"] >= 1
+    assert {name: plan["choices"][name]["by"] for name in ("mode", "depth", "base_filters", "batch_size", "epochs")} == \
+        {"mode": "plan", "depth": "plan", "base_filters": "plan", "batch_size": "plan", "epochs": "plan"}
+    assert plan["choices"]["epochs"]["value"] >= 1
     assert {"seconds_per_step", "peak_memory_gb"} <= set(plan["estimate"])
     assert "validation_dice" in plan["postprocess"]
-    assert mc.cli.main(["train", *common, "--plan", str(first / "plan.json"), "--out", str(second)]) == 0
+    assert mc.cli.main(["train", "--data", "phantom", "--num-images", "12", "--plan", str(first / "plan.json"),
+                        "--out", str(second)]) == 0
     capsys.readouterr()
     logs = [(run / "log.csv").read_text().splitlines() for run in (first, second)]
     columns = logs[0][0].split(",")
@@ -145,6 +153,20 @@ def test_a_saved_plan_repeats_the_run(tf_setup, tmp_path, capsys):
     assert [[row.split(",")[i] for i in keep] for row in logs[0]] == [[row.split(",")[i] for i in keep] for row in logs[1]]
     metrics = [json.loads((run / "metrics.json").read_text()) for run in (first, second)]
     assert metrics[0]["summary"] == metrics[1]["summary"]
+
+
+def test_a_plan_for_other_data_is_refused_and_a_budget_plan_trains_without_budget(tf_setup, tmp_path, capsys):
+    grey = _folder(tmp_path / "grey", [_disc(48, 8 + i) for i in range(4)])
+    colour = _folder(tmp_path / "colour", [_disc(48, 8 + i) for i in range(4)], channels=[3] * 4)
+    assert mc.cli.main(["plan", str(grey), "--json", "--time-budget", "5"]) == 0
+    (tmp_path / "plan.json").write_text(capsys.readouterr().out)
+    code = mc.cli.main(["train", "--data", str(colour), "--plan", str(tmp_path / "plan.json"), "--out",
+                        str(tmp_path / "run_colour")])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and "another channel count" in err and len(err.splitlines()) == 1
+    assert mc.cli.main(["train", "--data", str(grey), "--plan", str(tmp_path / "plan.json"), "--epochs", "1",
+                        "--out", str(tmp_path / "run_grey")]) == 0
+    assert json.loads((tmp_path / "run_grey" / "plan.json").read_text())["choices"]["epochs"]["value"] == 1
 
 
 def test_a_recipe_over_the_memory_limit_is_refused(tf_setup, tmp_path, capsys):
@@ -163,3 +185,36 @@ def test_predict_uses_the_clean_up_the_run_chose(tiny_run):
     kept = mc.inference.labels_from_probabilities(probs, {**config, "postprocess": {"largest": True}})
     assert kept.sum() == 36  # only the larger square
     assert mc.inference.labels_from_probabilities(probs, {**config, "postprocess": {}}).sum() == 45
+
+
+def test_ct_gets_one_window_that_training_and_predict_apply(tf_setup, tmp_path, capsys):
+    """Volumes in Hounsfield units are recognised as CT and normalised with one window from
+    the labelled tissue (nnU-Net's CT rule); the run records it and predict applies it."""
+    import nibabel as nib
+
+    rng = np.random.default_rng(0)
+    root = tmp_path / "ct"
+    for sub in ("images", "masks"):
+        (root / sub).mkdir(parents=True)
+    for i in range(4):
+        volume = np.full((32, 32, 4), -1000.0, np.float32)  # air
+        volume[4:28, 4:28] = 40 + rng.normal(0, 10, (24, 24, 4))  # soft tissue
+        mask = np.zeros((32, 32, 4), np.uint8)
+        mask[10 + i : 20 + i, 10:20] = 1
+        volume[mask > 0] = 120 + rng.normal(0, 10, int(mask.sum()))  # an enhancing lesion
+        nib.save(nib.Nifti1Image(volume, np.eye(4)), root / "images" / f"ct{i}.nii.gz")
+        nib.save(nib.Nifti1Image(mask, np.eye(4)), root / "masks" / f"ct{i}.nii.gz")
+    assert mc.cli.main(["plan", str(root), "--json"]) == 0
+    plan = json.loads(capsys.readouterr().out)
+    scheme = plan["choices"]["normalisation"]["value"]
+    assert plan["fingerprint"]["modality"] == "CT" and scheme["scheme"] == "window"
+    assert 80 < scheme["low"] < scheme["mean"] < scheme["high"] < 170
+    out = tmp_path / "run"
+    assert mc.cli.main(["train", "--data", str(root), "--out", str(out), "--image-size", "32", "--depth", "2",
+                        "--base-filters", "4", "--epochs", "1", "--batch-size", "4"]) == 0
+    assert json.loads((out / "config.json").read_text())["normalisation_scheme"] == scheme
+    image = mc.io.read_image(root / "images" / "ct0.nii.gz")
+    normalised = mc.preprocessing.normalise_for(image.to_slices(), scheme)
+    assert normalised.min() == pytest.approx((scheme["low"] - scheme["mean"]) / scheme["std"], rel=1e-5)
+    assert mc.cli.main(["predict", "--model", str(out), "--input", str(root / "images"), "--out",
+                        str(tmp_path / "pred")]) == 0
