@@ -229,6 +229,20 @@ def _draw_phantom(rng, size, spec, target):
 # structures in large colour photographs that patches cannot see whole.
 
 
+def _draw_photos(draw, num_images, shape, seed):
+    """``num_images`` colour photographs and masks from ``draw(rng, height, width)``; image
+    ``i`` depends only on ``seed`` and ``i``."""
+    check_positive(num_images, "num_images", integer=True)
+    height, width = (int(v) for v in shape)
+    if min(height, width) < 128:
+        raise ValueError(f"shape must be at least 128 x 128. Received: shape={shape}")
+    images = np.empty((num_images, height, width, 3), np.uint8)
+    masks = np.empty((num_images, height, width), np.uint8)
+    for i, child in enumerate(np.random.SeedSequence(int(seed)).spawn(int(num_images))):
+        images[i], masks[i] = draw(np.random.default_rng(child), height, width)
+    return images, masks
+
+
 def make_vessel_images(num_images, shape=(512, 512), seed=0):
     """Fundus-like colour photographs of branching vessels, with exact vessel masks.
 
@@ -249,15 +263,7 @@ def make_vessel_images(num_images, shape=(512, 512), seed=0):
     images : ndarray, shape (N, H, W, 3), uint8
     masks : ndarray, shape (N, H, W), uint8 in {0, 1}
     """
-    check_positive(num_images, "num_images", integer=True)
-    height, width = (int(v) for v in shape)
-    if min(height, width) < 128:
-        raise ValueError(f"shape must be at least 128 x 128. Received: shape={shape}")
-    images = np.empty((num_images, height, width, 3), np.uint8)
-    masks = np.empty((num_images, height, width), np.uint8)
-    for i, child in enumerate(np.random.SeedSequence(int(seed)).spawn(int(num_images))):
-        images[i], masks[i] = _draw_vessels(np.random.default_rng(child), height, width)
-    return images, masks
+    return _draw_photos(_draw_vessels, num_images, shape, seed)
 
 
 def _draw_vessels(rng, height, width):
@@ -316,15 +322,7 @@ def make_lesion_photos(num_images, shape=(576, 768), seed=0):
     images : ndarray, shape (N, H, W, 3), uint8
     masks : ndarray, shape (N, H, W), uint8 in {0, 1}
     """
-    check_positive(num_images, "num_images", integer=True)
-    height, width = (int(v) for v in shape)
-    if min(height, width) < 128:
-        raise ValueError(f"shape must be at least 128 x 128. Received: shape={shape}")
-    images = np.empty((num_images, height, width, 3), np.uint8)
-    masks = np.empty((num_images, height, width), np.uint8)
-    for i, child in enumerate(np.random.SeedSequence(int(seed)).spawn(int(num_images))):
-        images[i], masks[i] = _draw_lesion_photo(np.random.default_rng(child), height, width)
-    return images, masks
+    return _draw_photos(_draw_lesion_photo, num_images, shape, seed)
 
 
 def _draw_lesion_photo(rng, height, width):
