@@ -203,7 +203,7 @@ def plan_2d_for(cases, settings, dims=2):
     plan = plan_2d(fingerprint(cases, settings.get("data")), cases, settings.get("time_budget_min"), dims,
                    settings.get("image_size") if mode != "patch" else None,
                    settings.get("patch_size") if mode != "resize" else None)
-    return apply_overrides(plan, {**settings, "mode": mode})
+    return apply_overrides(plan, settings)
 
 
 def plan_3d(fp, defaults, time_budget_min=None, patch_shape=None):
@@ -251,6 +251,8 @@ def apply_overrides(plan, settings):
             given = False if settings.get("no_augment") else None
         if name == "normalisation":
             given = {"scheme": "percentiles"} if settings.get("normalisation") == "percentiles" else None
+        if name == "mode" and given == "auto":
+            given = None
         if given is not None:
             plan["choices"][name] = {"value": given, "reason": f"set by you ({OPTIONS.get(name, name)})", "by": "you"}
     return plan

@@ -70,7 +70,7 @@ def train_run(settings, out, resume=False, overwrite=False, report=print, progre
     if saved:  # a saved plan: it must describe data like these; options given with it still win
         plan = saved
         planning.check_plan_fits(plan, fingerprint.fingerprint(seen, s["data"]), s["data"])
-        planning.apply_overrides(plan, {**s, "mode": s.get("mode") if s.get("mode") in ("resize", "patch") else None})
+        planning.apply_overrides(plan, s)
     else:
         plan = planning.plan_2d_for(seen, s, 2.5 if context else 2)
     p = planning.settings_from_plan(plan)
